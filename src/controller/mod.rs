@@ -1,0 +1,1 @@
+//! kube-rs watchers that feed the cluster view.

@@ -1,0 +1,214 @@
+//! The cluster as the policy sees it: GPU nodes and GPU pods, with per-node usage kept in step.
+//!
+//! Invariant: for every node, `used` equals the sum of the requests of the active pods bound to
+//! it. `upsert_pod` / `remove_pod` maintain it incrementally (O(resources) per event), so a pod
+//! event never rescans the cluster. Pods bound to a node the snapshot does not know yet are
+//! counted as soon as that node arrives.
+
+use rustc_hash::FxHashMap;
+
+use super::model::{GpuCounts, GpuNode, GpuPod};
+
+/// Nodes and GPU pods, indexed by node name and pod UID.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSnapshot {
+    nodes: FxHashMap<String, GpuNode>,
+    pods: FxHashMap<String, GpuPod>,
+}
+
+impl ClusterSnapshot {
+    /// An empty cluster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Looks a node up by name.
+    pub fn node(&self, name: &str) -> Option<&GpuNode> {
+        self.nodes.get(name)
+    }
+
+    /// Looks a pod up by UID.
+    pub fn pod(&self, uid: &str) -> Option<&GpuPod> {
+        self.pods.get(uid)
+    }
+
+    /// All nodes, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = &GpuNode> {
+        self.nodes.values()
+    }
+
+    /// All GPU pods, in no particular order.
+    pub fn pods(&self) -> impl Iterator<Item = &GpuPod> {
+        self.pods.values()
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Number of GPU pods.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Inserts or replaces a node. Its `used` counts are recomputed from the pods bound to it,
+    /// whatever the caller put there.
+    pub fn upsert_node(&mut self, mut node: GpuNode) {
+        node.used = self.usage_on(&node.name);
+        self.nodes.insert(node.name.clone(), node);
+    }
+
+    /// Removes a node; its pods stay (they are still in the API until they are deleted).
+    pub fn remove_node(&mut self, name: &str) -> Option<GpuNode> {
+        self.nodes.remove(name)
+    }
+
+    /// Inserts or replaces a pod, moving its GPU usage between nodes as needed.
+    /// Pods that request no managed GPU are not stored.
+    pub fn upsert_pod(&mut self, pod: GpuPod) {
+        self.remove_pod(&pod.uid);
+        if !pod.wants_gpus() {
+            return;
+        }
+        self.charge(&pod, true);
+        self.pods.insert(pod.uid.clone(), pod);
+    }
+
+    /// Removes a pod and releases what it held.
+    pub fn remove_pod(&mut self, uid: &str) -> Option<GpuPod> {
+        let old = self.pods.remove(uid)?;
+        self.charge(&old, false);
+        Some(old)
+    }
+
+    /// Replaces all nodes at once (after a re-list).
+    pub fn reset_nodes(&mut self, nodes: impl IntoIterator<Item = GpuNode>) {
+        self.nodes.clear();
+        for node in nodes {
+            self.upsert_node(node);
+        }
+    }
+
+    /// Replaces all pods at once (after a re-list).
+    pub fn reset_pods(&mut self, pods: impl IntoIterator<Item = GpuPod>) {
+        self.pods.clear();
+        for node in self.nodes.values_mut() {
+            node.used.clear();
+        }
+        for pod in pods {
+            self.upsert_pod(pod);
+        }
+    }
+
+    /// Adds (or, with `add == false`, releases) a pod's requests on its node.
+    fn charge(&mut self, pod: &GpuPod, add: bool) {
+        if !pod.holds_gpus() {
+            return;
+        }
+        let Some(node) = pod.node_name.as_deref().and_then(|n| self.nodes.get_mut(n)) else {
+            return;
+        };
+        for (resource, &count) in &pod.requests {
+            let used = node.used.entry(resource.clone()).or_insert(0);
+            *used = if add {
+                used.saturating_add(count)
+            } else {
+                used.saturating_sub(count)
+            };
+        }
+        node.used.retain(|_, n| *n > 0);
+    }
+
+    /// Sum of the requests of active pods bound to `node`.
+    fn usage_on(&self, node: &str) -> GpuCounts {
+        let mut used = GpuCounts::new();
+        for pod in self.pods.values() {
+            if pod.holds_gpus() && pod.node_name.as_deref() == Some(node) {
+                for (resource, &count) in &pod.requests {
+                    *used.entry(resource.clone()).or_insert(0) += count;
+                }
+            }
+        }
+        used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{PlacementRules, WorkloadId, WorkloadKind};
+
+    fn node(name: &str, gpus: u64) -> GpuNode {
+        GpuNode {
+            name: name.into(),
+            ready: true,
+            allocatable: [("nvidia.com/gpu".to_string(), gpus)].into(),
+            ..GpuNode::default()
+        }
+    }
+
+    fn pod(uid: &str, node: Option<&str>, gpus: u64) -> GpuPod {
+        GpuPod {
+            uid: uid.into(),
+            namespace: "ns".into(),
+            name: uid.into(),
+            tenant: "ns".into(),
+            workload: WorkloadId {
+                kind: WorkloadKind::Pod,
+                namespace: "ns".into(),
+                name: uid.into(),
+            },
+            requests: [("nvidia.com/gpu".to_string(), gpus)].into(),
+            node_name: node.map(String::from),
+            active: true,
+            priority: 0,
+            placement: PlacementRules::default(),
+        }
+    }
+
+    #[test]
+    fn usage_follows_pod_events() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("n1", 8));
+        c.upsert_pod(pod("a", Some("n1"), 2));
+        c.upsert_pod(pod("b", None, 4));
+        assert_eq!(c.node("n1").unwrap().free("nvidia.com/gpu"), 6);
+
+        // b binds to n1, then a terminates.
+        c.upsert_pod(pod("b", Some("n1"), 4));
+        assert_eq!(c.node("n1").unwrap().free("nvidia.com/gpu"), 2);
+        let mut done = pod("a", Some("n1"), 2);
+        done.active = false;
+        c.upsert_pod(done);
+        assert_eq!(c.node("n1").unwrap().free("nvidia.com/gpu"), 4);
+        c.remove_pod("b");
+        assert_eq!(c.node("n1").unwrap().free("nvidia.com/gpu"), 8);
+        assert!(c.node("n1").unwrap().used.is_empty());
+    }
+
+    #[test]
+    fn pods_seen_before_their_node_are_counted() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_pod(pod("a", Some("late"), 3));
+        c.upsert_node(node("late", 4));
+        assert_eq!(c.node("late").unwrap().free("nvidia.com/gpu"), 1);
+    }
+
+    #[test]
+    fn pods_without_gpus_are_not_stored() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_pod(pod("cpu", Some("n1"), 0));
+        assert_eq!(c.pod_count(), 0);
+    }
+
+    #[test]
+    fn reset_pods_recomputes_usage() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("n1", 8));
+        c.upsert_pod(pod("a", Some("n1"), 5));
+        c.reset_pods(vec![pod("b", Some("n1"), 1)]);
+        assert_eq!(c.node("n1").unwrap().free("nvidia.com/gpu"), 7);
+        assert!(c.pod("a").is_none());
+    }
+}

@@ -1,0 +1,277 @@
+//! Where a GPU pod may go and how good each node is: the answers behind `filter` and
+//! `prioritize`.
+//!
+//! The filter applies what kube-scheduler cannot check itself (rota's placement annotations
+//! against GPU Feature Discovery labels). The score is a weighted mean of components in 0..1,
+//! scaled to the extender range 0..10. Nodes the snapshot has never seen pass the filter and get
+//! score 0 ("unscored"): kube-scheduler already checked them, and rota must not block what it
+//! cannot judge. Pods that request no managed GPU pass everywhere with equal scores.
+
+use crate::config::ScoringConfig;
+
+use super::cluster::ClusterSnapshot;
+use super::model::{GpuNode, GpuPod};
+
+/// The extender's score range (`MaxExtenderPriority`).
+pub const MAX_SCORE: i64 = 10;
+
+/// The filter's answer for a list of candidate nodes, in input order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FilterOutcome<'n> {
+    /// Nodes the pod may go to.
+    pub passed: Vec<&'n str>,
+    /// Nodes rejected for good (no preemption can change them), with a reason for a person.
+    pub unresolvable: Vec<(&'n str, String)>,
+}
+
+/// Decides which of `candidates` the pod may run on.
+pub fn filter<'n>(
+    cluster: &ClusterSnapshot,
+    pod: &GpuPod,
+    candidates: &[&'n str],
+) -> FilterOutcome<'n> {
+    let mut out = FilterOutcome {
+        passed: Vec::with_capacity(candidates.len()),
+        unresolvable: Vec::new(),
+    };
+    if !pod.wants_gpus() {
+        out.passed.extend_from_slice(candidates);
+        return out;
+    }
+    if !pod.placement.errors.is_empty() {
+        let reason = format!("rota: {}", pod.placement.errors.join("; "));
+        out.unresolvable = candidates.iter().map(|&n| (n, reason.clone())).collect();
+        return out;
+    }
+    for &name in candidates {
+        match cluster.node(name).map(|node| placement_problem(node, pod)) {
+            Some(Some(reason)) => out.unresolvable.push((name, reason)),
+            _ => out.passed.push(name),
+        }
+    }
+    out
+}
+
+/// Why `pod` cannot use `node` under its placement annotations, if it cannot.
+pub fn placement_problem(node: &GpuNode, pod: &GpuPod) -> Option<String> {
+    let rules = &pod.placement;
+    if !rules.gpu_models.is_empty() {
+        let Some(product) = node.product.as_deref() else {
+            return Some(format!(
+                "rota: node {} has no nvidia.com/gpu.product label; the pod asks for GPU model {}",
+                node.name,
+                rules.gpu_models.join(" or ")
+            ));
+        };
+        let lower = product.to_ascii_lowercase();
+        if !rules
+            .gpu_models
+            .iter()
+            .any(|m| lower.contains(&m.to_ascii_lowercase()))
+        {
+            return Some(format!(
+                "rota: node {} has GPU model {product}; the pod asks for {}",
+                node.name,
+                rules.gpu_models.join(" or ")
+            ));
+        }
+    }
+    if let Some(min) = rules.min_gpu_memory_bytes {
+        match node.gpu_memory_bytes {
+            None => {
+                return Some(format!(
+                    "rota: node {} has no nvidia.com/gpu.memory label; the pod needs {} per GPU",
+                    node.name,
+                    human_bytes(min)
+                ))
+            }
+            Some(have) if have < min => {
+                return Some(format!(
+                    "rota: node {} has {} per GPU; the pod needs {}",
+                    node.name,
+                    human_bytes(have),
+                    human_bytes(min)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Scores each candidate 0..=10, in input order.
+pub fn prioritize(
+    cluster: &ClusterSnapshot,
+    pod: &GpuPod,
+    candidates: &[&str],
+    weights: &ScoringConfig,
+) -> Vec<i64> {
+    if !pod.wants_gpus() {
+        return vec![0; candidates.len()];
+    }
+    candidates
+        .iter()
+        .map(|&name| match cluster.node(name) {
+            Some(node) => combine(&[(weights.packing, packing(node, pod))]),
+            None => 0,
+        })
+        .collect()
+}
+
+/// Best fit: the fuller the node is after placement, the better, so whole nodes stay free for
+/// multi-GPU gangs. 0 when the pod does not fit on the node's free GPUs at all.
+pub fn packing(node: &GpuNode, pod: &GpuPod) -> f64 {
+    let mut total = 0.0;
+    for (resource, &wanted) in &pod.requests {
+        let allocatable = node.allocatable.get(resource).copied().unwrap_or(0);
+        let free = node.free(resource);
+        if allocatable == 0 || free < wanted {
+            return 0.0;
+        }
+        total += 1.0 - (free - wanted) as f64 / allocatable as f64;
+    }
+    total / pod.requests.len().max(1) as f64
+}
+
+/// Weighted mean of `(weight, component in 0..1)` pairs, scaled to 0..=10 and rounded.
+pub fn combine(components: &[(f64, f64)]) -> i64 {
+    let weight: f64 = components.iter().map(|(w, _)| w.max(0.0)).sum();
+    if weight <= 0.0 {
+        return 0;
+    }
+    let sum: f64 = components
+        .iter()
+        .map(|(w, c)| w.max(0.0) * c.clamp(0.0, 1.0))
+        .sum();
+    ((sum / weight) * MAX_SCORE as f64)
+        .round()
+        .clamp(0.0, MAX_SCORE as f64) as i64
+}
+
+/// `24 GiB`-style rendering for messages.
+fn human_bytes(bytes: u64) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", b / MIB)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{PlacementRules, WorkloadId, WorkloadKind};
+
+    const GPU: &str = "nvidia.com/gpu";
+
+    fn node(name: &str, gpus: u64, product: Option<&str>, mem_gib: Option<u64>) -> GpuNode {
+        GpuNode {
+            name: name.into(),
+            ready: true,
+            allocatable: [(GPU.to_string(), gpus)].into(),
+            product: product.map(String::from),
+            gpu_memory_bytes: mem_gib.map(|g| g << 30),
+            ..GpuNode::default()
+        }
+    }
+
+    fn pod(uid: &str, gpus: u64, node: Option<&str>) -> GpuPod {
+        GpuPod {
+            uid: uid.into(),
+            namespace: "ns".into(),
+            name: uid.into(),
+            tenant: "ns".into(),
+            workload: WorkloadId {
+                kind: WorkloadKind::Pod,
+                namespace: "ns".into(),
+                name: uid.into(),
+            },
+            requests: if gpus > 0 {
+                [(GPU.to_string(), gpus)].into()
+            } else {
+                Default::default()
+            },
+            node_name: node.map(String::from),
+            active: true,
+            priority: 0,
+            placement: PlacementRules::default(),
+        }
+    }
+
+    fn cluster() -> ClusterSnapshot {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("h100", 8, Some("NVIDIA-H100-80GB-HBM3"), Some(80)));
+        c.upsert_node(node("t4", 4, Some("Tesla-T4"), Some(16)));
+        c.upsert_node(node("bare", 2, None, None));
+        c
+    }
+
+    #[test]
+    fn gpu_model_annotation_filters_by_substring() {
+        let mut p = pod("p", 1, None);
+        p.placement.gpu_models = vec!["h100".into(), "A100".into()];
+        let out = filter(&cluster(), &p, &["h100", "t4", "bare", "unknown"]);
+        assert_eq!(out.passed, vec!["h100", "unknown"]);
+        let reasons: Vec<_> = out.unresolvable.iter().map(|(n, _)| *n).collect();
+        assert_eq!(reasons, vec!["t4", "bare"]);
+        assert!(out.unresolvable[0].1.contains("Tesla-T4"));
+        assert!(out.unresolvable[1].1.contains("no nvidia.com/gpu.product"));
+    }
+
+    #[test]
+    fn min_memory_annotation_filters() {
+        let mut p = pod("p", 1, None);
+        p.placement.min_gpu_memory_bytes = Some(24 << 30);
+        let out = filter(&cluster(), &p, &["h100", "t4", "bare"]);
+        assert_eq!(out.passed, vec!["h100"]);
+        assert!(out.unresolvable[0].1.contains("16.0 GiB"));
+    }
+
+    #[test]
+    fn malformed_annotations_reject_every_node_with_the_reason() {
+        let mut p = pod("p", 1, None);
+        p.placement.errors = vec!["rota.io/min-gpu-memory: \"lots\" is bad".into()];
+        let out = filter(&cluster(), &p, &["h100", "t4"]);
+        assert!(out.passed.is_empty());
+        assert!(out.unresolvable.iter().all(|(_, r)| r.contains("lots")));
+    }
+
+    #[test]
+    fn pods_without_gpus_pass_untouched_with_equal_scores() {
+        let p = pod("cpu", 0, None);
+        let out = filter(&cluster(), &p, &["h100", "t4"]);
+        assert_eq!(out.passed, vec!["h100", "t4"]);
+        let scores = prioritize(&cluster(), &p, &["h100", "t4"], &ScoringConfig::default());
+        assert_eq!(scores[0], scores[1]);
+    }
+
+    #[test]
+    fn packing_prefers_the_fullest_node_that_fits() {
+        let mut c = cluster();
+        c.upsert_node(node("h100b", 8, Some("NVIDIA-H100-80GB-HBM3"), Some(80)));
+        c.upsert_pod(pod("running", 6, Some("h100b")));
+        let p = pod("p", 2, None);
+        let scores = prioritize(
+            &c,
+            &p,
+            &["h100", "h100b", "bare", "missing"],
+            &ScoringConfig::default(),
+        );
+        // h100b becomes full (10), bare becomes full (10), h100 keeps 6 of 8 free, missing is
+        // unscored.
+        assert_eq!(scores, vec![3, 10, 10, 0]);
+        // A pod that does not fit scores 0.
+        assert_eq!(prioritize(&c, &pod("big", 4, None), &["bare"], &ScoringConfig::default()), vec![0]);
+    }
+
+    #[test]
+    fn combine_stays_in_range() {
+        assert_eq!(combine(&[(1.0, 2.0)]), 10);
+        assert_eq!(combine(&[(1.0, -1.0)]), 0);
+        assert_eq!(combine(&[(0.0, 1.0)]), 0);
+        assert_eq!(combine(&[(1.0, 1.0), (1.0, 0.0)]), 5);
+    }
+}

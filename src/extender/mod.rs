@@ -1,0 +1,1 @@
+//! The scheduler-extender webhook: routes and handlers.

@@ -1,0 +1,119 @@
+//! A small HTTP/1.1 server (hyper on tokio) shared by the extender and the agent.
+//!
+//! The transport reads the whole body (within a size cap and a read timeout) and hands a
+//! [`Request`] to a synchronous [`Handler`]: every endpoint is one pure-ish function from a
+//! request to a [`Response`], testable without a socket. Handler panics become a 500 and never
+//! take the process or the connection down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{HeaderMap, Method, StatusCode};
+
+/// A fully read request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// HTTP method.
+    pub method: Method,
+    /// Path without the query string.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The whole body (already within the size cap).
+    pub body: Bytes,
+    /// Peer address, when known.
+    pub remote: Option<SocketAddr>,
+}
+
+/// A response to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: StatusCode,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// The JSON content type.
+pub const JSON: &str = "application/json";
+/// The Prometheus text exposition content type.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Plain text.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
+impl Response {
+    /// A JSON response with the given status.
+    pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            content_type: JSON,
+            body: body.into(),
+        }
+    }
+
+    /// A one-line JSON error: `{"error":"<message>"}`.
+    pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Self {
+        let body = serde_json::json!({ "error": message.to_string() }).to_string();
+        Self::json(status, body)
+    }
+
+    /// A response with any content type.
+    pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            content_type,
+            body: body.into(),
+        }
+    }
+}
+
+/// One endpoint set: a synchronous function from request to response.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Must not block for long: it runs on a runtime worker thread.
+    fn handle(&self, request: Request) -> Response;
+}
+
+/// TLS certificate and key files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Transport limits and options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Largest accepted body; larger bodies get 413. Default 64 MiB.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive the request head. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive the body once the head is in. Default 30 s; then 408.
+    pub body_read_timeout: Duration,
+    /// How long graceful shutdown waits for in-flight requests. Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Most connections served at once; further ones wait in the accept backlog. Default 4096.
+    pub max_connections: usize,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 4096,
+            tls: None,
+        }
+    }
+}

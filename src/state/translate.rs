@@ -1,0 +1,1 @@
+//! Translation of Kubernetes objects into core types, done once at the edge.
