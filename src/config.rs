@@ -4,6 +4,22 @@
 //! defaulted), and [`ValidConfig`] is what the rest of the program accepts, produced only by
 //! [`RotaConfig::validate`], which reports every problem at once with the field's path.
 //! Policy knobs live here; process concerns (listen address, log filter) are CLI flags.
+//!
+//! ```text
+//!   text ──parse──▶ serde_json::Value ──serde_path_to_error──▶ RotaConfig ──validate──▶ ValidConfig
+//!        (load.rs: ConfigError::Syntax / ::Parse)          (validate.rs: ConfigErrors)   (access.rs)
+//! ```
+//!
+//! This module never reads the environment, logs or exits; callers decide what an error means.
+
+mod access;
+mod load;
+mod names;
+mod validate;
+
+pub use access::DEFAULT_GROUP_WEIGHT;
+pub use load::{check_report, load, parse, parse_unvalidated, ConfigError};
+pub use validate::{ConfigErrors, ConfigProblem};
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -31,7 +47,8 @@ pub struct RotaConfig {
     pub tenant_label: String,
     /// Weight of tenants not listed in `tenants`. Default 1.
     pub default_tenant_weight: f64,
-    /// Optional parent groups of tenants (a two-level tree). Default none.
+    /// Optional parent groups of tenants (a two-level tree). Default none. Tenants without a
+    /// `group` form an implicit default group of weight 1 that competes with these.
     pub groups: Vec<GroupConfig>,
     /// Tenants with their weights. Default none (every tenant gets `defaultTenantWeight`).
     pub tenants: Vec<TenantConfig>,
@@ -69,7 +86,8 @@ pub struct TenantConfig {
     /// Share of the tenant among its siblings. Default 1.
     #[serde(default = "one")]
     pub weight: f64,
-    /// Name of the parent group, if any (must be listed in `groups`).
+    /// Name of the parent group, if any (must be listed in `groups`). Without it the tenant is
+    /// in the implicit default group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
 }
@@ -268,26 +286,15 @@ impl Default for GateConfig {
 
 /// A configuration that passed [`RotaConfig::validate`]. The only config type the rest of the
 /// program accepts.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `ValidConfig::default()` is the default [`RotaConfig`], which always validates (a test
+/// checks it).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ValidConfig(RotaConfig);
 
 impl Deref for ValidConfig {
     type Target = RotaConfig;
     fn deref(&self) -> &RotaConfig {
         &self.0
-    }
-}
-
-impl Default for ValidConfig {
-    fn default() -> Self {
-        ValidConfig(RotaConfig::default())
-    }
-}
-
-impl RotaConfig {
-    /// Checks every field and returns the config ready for use.
-    // TODO(#2): full validation with paths; see the config helper's brief.
-    pub fn validate(self) -> Result<ValidConfig, Vec<String>> {
-        Ok(ValidConfig(self))
     }
 }

@@ -19,5 +19,6 @@ pub mod core;
 pub mod extender;
 pub mod http;
 pub mod metrics;
+pub mod sim;
 pub mod state;
 pub mod wire;

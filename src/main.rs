@@ -1,1 +1,100 @@
-fn main(){}
+//! The `rota` binary: one program, one subcommand per process kind.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// rota: fair-share GPU scheduling for Kubernetes.
+///
+/// Containers and KubeVirt VMs take fair turns on scarce GPUs, with the stock kube-scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "rota", version, about, long_about)]
+struct Cli {
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `rota=debug,kube=warn`).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve kube-scheduler's extender calls (filter, prioritize, preempt), probes and metrics.
+    Extender(rota::extender::ExtenderOptions),
+    /// Sample the GPUs of this node through NVML and serve telemetry (a DaemonSet).
+    Agent(rota::agent::AgentArgs),
+    /// Work with RotaConfig files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a RotaConfig file and print the effective configuration.
+    Check {
+        /// The RotaConfig YAML file.
+        file: PathBuf,
+    },
+    /// Print the default configuration.
+    Default,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rota: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Extender(options) => runtime()?.block_on(rota::extender::run(options)),
+        Command::Agent(args) => runtime()?.block_on(rota::agent::run(args)),
+        Command::Config(ConfigCommand::Check { file }) => {
+            print!("{}", rota::config::check_report(&file)?);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", rota::config::ValidConfig::default().to_yaml());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
+        eprintln!("rota: invalid --log filter {filter:?} ({err}); using `info`");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

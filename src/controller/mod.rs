@@ -1,1 +1,236 @@
-//! kube-rs watchers that feed the cluster view.
+//! kube-rs watchers that feed the cluster view: one for Nodes, one for Pods.
+//!
+//! ```text
+//!   watcher(Node) ─┐  Apply → apply_*        Init … InitApply … InitDone → replace_* (one lock)
+//!   watcher(Pod)  ─┴─▶ feed ──▶ ClusterView  first InitDone of every watcher → set_synced(true)
+//! ```
+//!
+//! Each watcher is a `kube::runtime::watcher` with `any_semantic()` lists and the default
+//! backoff: watch errors are logged and retried, never fatal. Objects are translated as they
+//! arrive and never kept (a re-list buffers translated items, and only pods that request a
+//! managed GPU), so there is no `managedFields` to strip and memory stays small.
+//! Pods are watched with a field selector that drops terminal phases: a pod that finishes then
+//! arrives as a `Delete`, which releases its GPUs like any other delete.
+//! Must not: write to the API server, or make decisions (`core` does).
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::core::{GpuNode, GpuPod};
+use crate::state::{translate, ClusterView, ViewSettings};
+
+/// Server-side filter for the Pod watch: terminal pods hold no GPUs, and there can be many.
+pub const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed";
+
+/// Why the watchers stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watch stream ended; kube's watcher never ends on its own, so this is a bug or shutdown.
+    #[error("the {kind} watch stream ended")]
+    StreamEnded {
+        /// `nodes` or `pods`.
+        kind: &'static str,
+    },
+}
+
+/// `Result` with this module's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, bounded label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::StreamEnded { .. } => "stream_ended",
+        }
+    }
+
+    /// Restarting the watchers (with a fresh list) is the right answer.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Runs the Node and Pod watchers until one of their streams ends (in practice, forever).
+pub async fn run_watchers(client: Client, view: Arc<ClusterView>) -> Result<()> {
+    let gate = SyncGate::new(&[Node::KIND_NAME, Pod::KIND_NAME]);
+    let nodes = watcher::watcher(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff();
+    let pods = watcher::watcher(
+        Api::<Pod>::all(client),
+        watcher::Config::default()
+            .any_semantic()
+            .fields(POD_FIELD_SELECTOR),
+    )
+    .default_backoff();
+    tokio::try_join!(feed(nodes, &view, &gate), feed(pods, &view, &gate))?;
+    Ok(())
+}
+
+/// Feeds one watcher's events into the view until the stream ends (then `StreamEnded`).
+/// Generic over the stream so that tests can play synthetic events.
+pub async fn feed<K, S>(events: S, view: &ClusterView, gate: &SyncGate) -> Result<()>
+where
+    K: Indexed,
+    S: Stream<Item = Result<Event<K>, watcher::Error>>,
+{
+    let mut relist = Relist::<K>::default();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if relist.handle(view, event) {
+                    gate.listed(K::KIND_NAME, view);
+                }
+            }
+            Err(err) => tracing::warn!(
+                kind = K::KIND_NAME,
+                error = %err,
+                "Watch failed; retrying after backoff."
+            ),
+        }
+    }
+    Err(Error::StreamEnded { kind: K::KIND_NAME })
+}
+
+/// Marks the view synced once every named watcher has completed its first list.
+#[derive(Debug)]
+pub struct SyncGate {
+    pending: parking_lot::Mutex<BTreeSet<&'static str>>,
+}
+
+impl SyncGate {
+    /// A gate waiting for the watchers named `kinds` (their [`Indexed::KIND_NAME`]).
+    pub fn new(kinds: &[&'static str]) -> Self {
+        Self {
+            pending: parking_lot::Mutex::new(kinds.iter().copied().collect()),
+        }
+    }
+
+    /// Records that `kind` has listed; the last one marks `view` synced.
+    pub fn listed(&self, kind: &'static str, view: &ClusterView) {
+        let mut pending = self.pending.lock();
+        let was_pending = pending.remove(kind);
+        if was_pending && pending.is_empty() {
+            tracing::info!("Cluster view synced.");
+            view.set_synced(true);
+        }
+    }
+}
+
+/// The watcher's state machine for one kind: events apply at once, except during a (re-)list,
+/// whose items are buffered and swapped in at `InitDone` so readers never see half a list.
+#[derive(Debug)]
+pub struct Relist<K: Indexed> {
+    buffer: Option<Vec<K::Item>>,
+}
+
+impl<K: Indexed> Default for Relist<K> {
+    fn default() -> Self {
+        Self { buffer: None }
+    }
+}
+
+impl<K: Indexed> Relist<K> {
+    /// Applies one event; returns `true` when a list has just completed.
+    pub fn handle(&mut self, view: &ClusterView, event: Event<K>) -> bool {
+        match event {
+            Event::Apply(obj) => K::apply(view, &obj),
+            Event::Delete(obj) => K::delete(view, &obj),
+            Event::Init => self.buffer = Some(Vec::new()),
+            Event::InitApply(obj) => {
+                if let Some(item) = obj.translate(view.settings()) {
+                    self.buffer.get_or_insert_with(Vec::new).push(item);
+                }
+            }
+            Event::InitDone => {
+                let items = self.buffer.take().unwrap_or_default();
+                tracing::info!(
+                    kind = K::KIND_NAME,
+                    count = items.len(),
+                    "Watcher listed every object."
+                );
+                K::replace(view, items);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A Kubernetes kind the cluster view indexes.
+pub trait Indexed: Resource + Clone + DeserializeOwned + Debug + Send + 'static {
+    /// Plural name for logs and the sync gate (`nodes`, `pods`).
+    const KIND_NAME: &'static str;
+    /// The translated form buffered during a list.
+    type Item: Debug + Send;
+    /// Translates the object, or `None` when the view does not keep it.
+    fn translate(&self, settings: &ViewSettings) -> Option<Self::Item>;
+    /// Applies an added or modified object.
+    fn apply(view: &ClusterView, obj: &Self);
+    /// Removes a deleted object.
+    fn delete(view: &ClusterView, obj: &Self);
+    /// Replaces everything of this kind after a list.
+    fn replace(view: &ClusterView, items: Vec<Self::Item>);
+}
+
+impl Indexed for Node {
+    const KIND_NAME: &'static str = "nodes";
+    type Item = GpuNode;
+
+    fn translate(&self, settings: &ViewSettings) -> Option<GpuNode> {
+        // Every node is kept: the filter must tell "no GPUs here" from "never heard of it".
+        Some(translate::gpu_node(self, settings)).filter(|n| !n.name.is_empty())
+    }
+
+    fn apply(view: &ClusterView, obj: &Self) {
+        view.apply_node(obj);
+    }
+
+    fn delete(view: &ClusterView, obj: &Self) {
+        if let Some(name) = obj.metadata.name.as_deref() {
+            view.delete_node(name);
+        }
+    }
+
+    fn replace(view: &ClusterView, items: Vec<GpuNode>) {
+        view.replace_nodes(items);
+    }
+}
+
+impl Indexed for Pod {
+    const KIND_NAME: &'static str = "pods";
+    type Item = GpuPod;
+
+    fn translate(&self, settings: &ViewSettings) -> Option<GpuPod> {
+        match translate::gpu_pod(self, settings) {
+            Ok(pod) => pod.wants_gpus().then_some(pod),
+            Err(err) => {
+                tracing::warn!(error = %err, "Skipping a pod that cannot be translated.");
+                None
+            }
+        }
+    }
+
+    fn apply(view: &ClusterView, obj: &Self) {
+        view.apply_pod(obj);
+    }
+
+    fn delete(view: &ClusterView, obj: &Self) {
+        view.delete_pod(obj);
+    }
+
+    fn replace(view: &ClusterView, items: Vec<GpuPod>) {
+        view.replace_pods(items);
+    }
+}

@@ -5,9 +5,13 @@
 //! rotation loop and the simulator all call these functions, so they behave identically.
 
 pub mod cluster;
+pub mod fairshare;
 pub mod model;
+pub mod ledger;
 pub mod placement;
+pub mod preemption;
 pub mod quantity;
+pub mod queue;
 
 pub use cluster::ClusterSnapshot;
 pub use model::{GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};

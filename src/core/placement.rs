@@ -264,7 +264,15 @@ mod tests {
         // unscored.
         assert_eq!(scores, vec![3, 10, 10, 0]);
         // A pod that does not fit scores 0.
-        assert_eq!(prioritize(&c, &pod("big", 4, None), &["bare"], &ScoringConfig::default()), vec![0]);
+        assert_eq!(
+            prioritize(
+                &c,
+                &pod("big", 4, None),
+                &["bare"],
+                &ScoringConfig::default()
+            ),
+            vec![0]
+        );
     }
 
     #[test]

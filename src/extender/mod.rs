@@ -1,1 +1,12 @@
-//! The scheduler-extender webhook: routes and handlers.
+//! The scheduler-extender webhook: kube-scheduler's `filter`, `prioritize` and `preempt` verbs,
+//! plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! A thin adapter: it decodes the wire types, translates the pod, asks `core`, and encodes the
+//! answer. It holds no policy of its own and never writes to the cluster.
+
+mod run;
+mod service;
+pub mod verbs;
+
+pub use run::{run, ClusterMode, ExtenderOptions};
+pub use service::{Context, Extender};

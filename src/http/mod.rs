@@ -4,6 +4,20 @@
 //! [`Request`] to a synchronous [`Handler`]: every endpoint is one pure-ish function from a
 //! request to a [`Response`], testable without a socket. Handler panics become a 500 and never
 //! take the process or the connection down.
+//!
+//! ```text
+//!   TcpListener ─accept─▶ (TLS) ─▶ hyper http1 ─▶ read body (cap, timeout) ─▶ Handler::handle
+//!        ▲ semaphore: at most max_connections          413 · 408 · 415 here      panic ─▶ 500
+//! ```
+//!
+//! Invariants: a body is never read past `max_body_bytes`; transport rejections (413, 408, 415,
+//! 400) are answered here and never reach the handler; the accept loop never dies on an accept
+//! error. Must not: decompress bodies, log bodies, or know any endpoint (that is the handler's job).
+
+mod server;
+mod tls;
+
+pub use server::{serve, shutdown_signal};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,7 +78,11 @@ impl Response {
     }
 
     /// A response with any content type.
-    pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+    pub fn with_type(
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Self {
         Self {
             status,
             content_type,
@@ -93,7 +111,8 @@ pub struct TlsFiles {
 pub struct ServerOptions {
     /// Largest accepted body; larger bodies get 413. Default 64 MiB.
     pub max_body_bytes: usize,
-    /// Time allowed to receive the request head. Default 10 s.
+    /// Time allowed to receive the request head (and, with TLS, to finish the handshake).
+    /// Default 10 s.
     pub header_read_timeout: Duration,
     /// Time allowed to receive the body once the head is in. Default 30 s; then 408.
     pub body_read_timeout: Duration,
@@ -115,5 +134,73 @@ impl Default for ServerOptions {
             max_connections: 4096,
             tls: None,
         }
+    }
+}
+
+/// Errors that stop [`serve`] before it accepts anything. Per-connection and per-request
+/// failures are answered or logged, never returned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The certificate chain file could not be read or is not valid PEM.
+    #[error("cannot read TLS certificate file {}: {source}", path.display())]
+    TlsCert {
+        /// The certificate file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("TLS certificate file {} holds no PEM certificate", path.display())]
+    TlsNoCert {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The private key file could not be read or is not valid PEM.
+    #[error("cannot read TLS private key file {}: {source}", path.display())]
+    TlsKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+    /// The key file is readable PEM but holds no private key (PKCS#8, PKCS#1 or SEC1).
+    #[error("TLS private key file {} holds no PEM private key", path.display())]
+    TlsNoKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// rustls refused the certificate and key (for example, a key that does not match).
+    #[error("invalid TLS certificate {} or key {}: {source}", cert.display(), key.display())]
+    TlsConfig {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls' reason.
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
+    /// The listener's local address could not be read (the socket is unusable).
+    #[error("cannot read the listener's local address: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+impl Error {
+    /// A short, bounded label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TlsCert { .. } | Self::TlsNoCert { .. } => "tls_cert",
+            Self::TlsKey { .. } | Self::TlsNoKey { .. } => "tls_key",
+            Self::TlsConfig { .. } => "tls_config",
+            Self::Listener(_) => "listener",
+        }
+    }
+
+    /// Whether retrying the same call could succeed. None of these can: they are
+    /// configuration or socket problems that need an operator.
+    pub fn is_retryable(&self) -> bool {
+        false
     }
 }

@@ -28,7 +28,13 @@ pub struct ExtenderArgs<'a> {
     #[serde(rename = "Nodes", alias = "nodes", default, borrow)]
     pub nodes: Option<NodeList<'a>>,
     /// Node names; set only when `nodeCacheCapable: true`.
-    #[serde(rename = "NodeNames", alias = "nodeNames", alias = "nodenames", default, borrow)]
+    #[serde(
+        rename = "NodeNames",
+        alias = "nodeNames",
+        alias = "nodenames",
+        default,
+        borrow
+    )]
     pub node_names: Option<Vec<Cow<'a, str>>>,
 }
 
@@ -85,7 +91,11 @@ pub struct ExtenderPreemptionArgs {
     #[serde(rename = "NodeNameToVictims", alias = "nodeNameToVictims", default)]
     pub node_name_to_victims: Option<BTreeMap<String, Victims>>,
     /// Candidate victims as UIDs; set only when `nodeCacheCapable: true`.
-    #[serde(rename = "NodeNameToMetaVictims", alias = "nodeNameToMetaVictims", default)]
+    #[serde(
+        rename = "NodeNameToMetaVictims",
+        alias = "nodeNameToMetaVictims",
+        default
+    )]
     pub node_name_to_meta_victims: Option<BTreeMap<String, MetaVictims>>,
 }
 
@@ -93,7 +103,12 @@ pub struct ExtenderPreemptionArgs {
 #[derive(Debug, Default, Deserialize)]
 pub struct Victims {
     /// The pods that would be preempted.
-    #[serde(rename = "Pods", alias = "pods", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Pods",
+        alias = "pods",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub pods: Vec<Pod>,
     /// PodDisruptionBudget violations the preemption would cause.
     #[serde(rename = "NumPDBViolations", alias = "numPDBViolations", default)]
@@ -112,7 +127,12 @@ pub struct MetaPod {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaVictims {
     /// The pods that would be preempted.
-    #[serde(rename = "Pods", alias = "pods", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Pods",
+        alias = "pods",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub pods: Vec<MetaPod>,
     /// PodDisruptionBudget violations the preemption would cause.
     #[serde(rename = "NumPDBViolations", alias = "numPDBViolations", default)]

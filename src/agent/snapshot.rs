@@ -1,0 +1,248 @@
+//! The versioned JSON snapshot the agent serves at `/v1/telemetry` and the extender polls.
+//!
+//! Invariants: every reading a device may not support is an `Option`; `None` means "not
+//! available", and the field's camelCase name is then listed in `unsupported` (the device or
+//! driver lacks it) or in `errors` (the read failed, with the reason), so a consumer can always
+//! tell "unsupported" from "broken". Ratios are 0..1, sizes bytes, power watts, clocks MHz.
+//! This module holds plain serde types only: no I/O, no clock, no grading logic.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::health::Health;
+
+/// `apiVersion` of the snapshot document.
+pub const API_VERSION: &str = "rota.io/v1alpha1";
+/// `kind` of the snapshot document.
+pub const KIND: &str = "GpuTelemetry";
+
+/// One node's GPU telemetry at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSample {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Always [`KIND`].
+    pub kind: String,
+    /// The Kubernetes node this agent runs on. Stamped by the agent, not by the source.
+    #[serde(default)]
+    pub node_name: String,
+    /// When the sample was taken, unix seconds. Stamped by the agent (sources leave 0).
+    #[serde(default)]
+    pub sampled_at_unix_seconds: f64,
+    /// Whether NVML initialised. `false` on nodes without the NVIDIA driver, including nodes
+    /// whose GPUs are all bound to `vfio-pci` for VM passthrough.
+    pub nvml_available: bool,
+    /// Why NVML is unavailable, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvml_error: Option<String>,
+    /// NVIDIA driver version, e.g. `550.54.15`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// CUDA version the driver supports, e.g. `12.4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_driver_version: Option<String>,
+    /// GPUs bound to `vfio-pci` (invisible to NVML).
+    #[serde(default)]
+    pub vfio_devices: Vec<VfioDevice>,
+    /// GPUs NVML sees, in index order.
+    #[serde(default)]
+    pub gpus: Vec<GpuSample>,
+    /// Node-level read failures, by item (`deviceCount`, `vfioDevices`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+    /// Node grade: the worst of its GPUs; `unknown` when NVML is unavailable. Filled by the
+    /// agent after sampling.
+    #[serde(default)]
+    pub health: Health,
+}
+
+impl NodeSample {
+    /// An empty sample with the version fields set and NVML marked available.
+    pub fn new() -> Self {
+        Self {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            node_name: String::new(),
+            sampled_at_unix_seconds: 0.0,
+            nvml_available: true,
+            nvml_error: None,
+            driver_version: None,
+            cuda_driver_version: None,
+            vfio_devices: Vec::new(),
+            gpus: Vec::new(),
+            errors: BTreeMap::new(),
+            health: Health::default(),
+        }
+    }
+
+    /// A sample that says NVML could not be used, and why.
+    pub fn nvml_unavailable(reason: impl Into<String>) -> Self {
+        Self {
+            nvml_available: false,
+            nvml_error: Some(reason.into()),
+            ..Self::new()
+        }
+    }
+}
+
+impl Default for NodeSample {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A PCI function bound to the `vfio-pci` driver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VfioDevice {
+    /// PCI address, `dddd:bb:dd.f`.
+    pub pci_address: String,
+    /// Vendor id as sysfs writes it, e.g. `0x10de`.
+    pub vendor_id: String,
+    /// Device id as sysfs writes it, e.g. `0x2236`.
+    pub device_id: String,
+}
+
+/// Why a GPU's clocks are being held down (NVML's clock throttle reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ThrottleReason {
+    /// Nothing is running.
+    GpuIdle,
+    /// Application clocks setting.
+    ApplicationsClocksSetting,
+    /// Software power cap.
+    SwPowerCap,
+    /// Hardware slowdown (thermal or power brake; see the specific reasons).
+    HwSlowdown,
+    /// Sync boost.
+    SyncBoost,
+    /// Software thermal slowdown.
+    SwThermalSlowdown,
+    /// Hardware thermal slowdown.
+    HwThermalSlowdown,
+    /// Hardware power brake (external power brake assertion).
+    HwPowerBrakeSlowdown,
+    /// Display clock setting.
+    DisplayClockSetting,
+}
+
+/// One GPU's readings. Every `Option` is `None` when unsupported or unreadable; see the
+/// module docs for how the two are told apart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuSample {
+    /// NVML device index.
+    pub index: u32,
+    /// GPU UUID (`GPU-…`); empty when unreadable.
+    #[serde(default)]
+    pub uuid: String,
+    /// Product name, e.g. `NVIDIA A10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// PCI bus id, e.g. `00000000:65:00.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
+    /// Framebuffer memory in total, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    /// Framebuffer memory in use, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    /// Fraction of the last sample period a kernel ran, 0..1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_gpu_ratio: Option<f64>,
+    /// Fraction of the last sample period memory was read or written, 0..1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_memory_ratio: Option<f64>,
+    /// Core temperature, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_celsius: Option<f64>,
+    /// Power draw, watts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_draw_watts: Option<f64>,
+    /// Enforced power limit, watts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_limit_watts: Option<f64>,
+    /// Current SM clock, MHz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock_mhz: Option<u32>,
+    /// Active clock throttle reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_reasons: Option<Vec<ThrottleReason>>,
+    /// Uncorrected ECC errors since the driver loaded (volatile counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecc_uncorrected_volatile: Option<u64>,
+    /// Pages waiting to be retired at the next driver reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_page_retirement: Option<bool>,
+    /// Rows waiting to be remapped at the next GPU reset (Ampere and newer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_row_remap: Option<bool>,
+    /// XID error codes reported since the previous sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xid_errors: Option<Vec<u32>>,
+    /// Distinct XID codes seen since the agent started. Filled by the agent, so a GPU that
+    /// needs a reset stays graded unhealthy after the sample that reported the XID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xid_errors_seen: Vec<u32>,
+    /// XID errors counted since the agent started. Filled by the agent.
+    #[serde(default)]
+    pub xid_errors_total: u64,
+    /// Compute processes running on the GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_processes: Option<u32>,
+    /// Whether MIG mode is currently enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig_enabled: Option<bool>,
+    /// The GPU fell off the bus (NVML `GpuLost`).
+    #[serde(default)]
+    pub lost: bool,
+    /// Names of fields the device or driver does not support.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
+    /// Fields whose read failed, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+    /// This GPU's grade. Filled by the agent after sampling.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// Field names used in `unsupported` and `errors`, shared by sources and the grader.
+pub mod field {
+    /// [`super::GpuSample::name`].
+    pub const NAME: &str = "name";
+    /// [`super::GpuSample::uuid`].
+    pub const UUID: &str = "uuid";
+    /// [`super::GpuSample::pci_bus_id`].
+    pub const PCI_BUS_ID: &str = "pciBusId";
+    /// Both memory fields.
+    pub const MEMORY: &str = "memory";
+    /// Both utilisation fields.
+    pub const UTILIZATION: &str = "utilization";
+    /// [`super::GpuSample::temperature_celsius`].
+    pub const TEMPERATURE: &str = "temperatureCelsius";
+    /// [`super::GpuSample::power_draw_watts`].
+    pub const POWER_DRAW: &str = "powerDrawWatts";
+    /// [`super::GpuSample::power_limit_watts`].
+    pub const POWER_LIMIT: &str = "powerLimitWatts";
+    /// [`super::GpuSample::sm_clock_mhz`].
+    pub const SM_CLOCK: &str = "smClockMhz";
+    /// [`super::GpuSample::throttle_reasons`].
+    pub const THROTTLE_REASONS: &str = "throttleReasons";
+    /// [`super::GpuSample::ecc_uncorrected_volatile`].
+    pub const ECC_UNCORRECTED: &str = "eccUncorrectedVolatile";
+    /// [`super::GpuSample::pending_page_retirement`].
+    pub const PENDING_PAGE_RETIREMENT: &str = "pendingPageRetirement";
+    /// [`super::GpuSample::pending_row_remap`].
+    pub const PENDING_ROW_REMAP: &str = "pendingRowRemap";
+    /// [`super::GpuSample::xid_errors`].
+    pub const XID_ERRORS: &str = "xidErrors";
+    /// [`super::GpuSample::compute_processes`].
+    pub const COMPUTE_PROCESSES: &str = "computeProcesses";
+    /// [`super::GpuSample::mig_enabled`].
+    pub const MIG_ENABLED: &str = "migEnabled";
+}

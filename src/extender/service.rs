@@ -1,0 +1,161 @@
+//! The extender's endpoint set: a router from method and path to the verb functions.
+//!
+//! kube-scheduler calls `urlPrefix + "/" + verb`, so a POST verb is recognised by the last path
+//! segment (`/filter` and `/gpu-fairshare/filter` both work). Operational endpoints are exact
+//! paths. Every answer is counted and timed per verb.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::{Method, StatusCode};
+use prometheus::Registry;
+
+use crate::config::ValidConfig;
+use crate::http::{self, Handler, Request, Response};
+use crate::metrics::{self, ExtenderMetrics};
+use crate::state::ClusterView;
+
+use super::verbs::{self, VerbError};
+
+/// What the verbs read: the cluster view and the config.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The live cluster view.
+    pub view: Arc<ClusterView>,
+    /// The validated config.
+    pub config: Arc<ValidConfig>,
+    /// Learn Nodes from `nodeCacheCapable: false` requests (only without an API server).
+    pub learn_nodes: bool,
+}
+
+/// The extender HTTP handler.
+pub struct Extender {
+    ctx: Context,
+    metrics: ExtenderMetrics,
+    registry: Registry,
+}
+
+/// A recognised endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Filter,
+    Prioritize,
+    Preempt,
+    Bind,
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        Some(match path {
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            _ => match path.rsplit('/').next()? {
+                "filter" => Route::Filter,
+                "prioritize" => Route::Prioritize,
+                "preempt" => Route::Preempt,
+                "bind" => Route::Bind,
+                _ => return None,
+            },
+        })
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Metrics => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    /// Metric label of the extender verbs; operational endpoints are not counted.
+    fn verb(self) -> Option<&'static str> {
+        match self {
+            Route::Filter => Some("filter"),
+            Route::Prioritize => Some("prioritize"),
+            Route::Preempt => Some("preempt"),
+            Route::Bind => Some("bind"),
+            _ => None,
+        }
+    }
+}
+
+impl Extender {
+    /// Builds the handler and registers its metrics on `registry`.
+    pub fn new(ctx: Context, registry: Registry) -> prometheus::Result<Self> {
+        let metrics = ExtenderMetrics::register(&registry)?;
+        Ok(Self {
+            ctx,
+            metrics,
+            registry,
+        })
+    }
+
+    fn dispatch(&self, route: Route, request: &Request) -> Response {
+        let verb = |f: fn(&Context, &[u8]) -> Result<Vec<u8>, VerbError>| match f(
+            &self.ctx,
+            &request.body,
+        ) {
+            Ok(body) => Response::json(StatusCode::OK, body),
+            Err(err) => {
+                tracing::info!(code = err.code(), error = %err, "Rejected an extender request.");
+                Response::error(err.status(), err)
+            }
+        };
+        match route {
+            Route::Filter => verb(verbs::filter),
+            Route::Prioritize => verb(verbs::prioritize),
+            Route::Preempt => verb(verbs::preempt),
+            Route::Bind => Response::error(
+                StatusCode::NOT_IMPLEMENTED,
+                "rota does not bind pods: remove bindVerb from the extender configuration",
+            ),
+            Route::Healthz => Response::with_type(StatusCode::OK, http::TEXT, "ok\n"),
+            Route::Readyz if self.ctx.view.is_synced() => {
+                Response::with_type(StatusCode::OK, http::TEXT, "ready\n")
+            }
+            Route::Readyz => Response::with_type(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT,
+                "cluster view not synced yet\n",
+            ),
+            Route::Metrics => Response::with_type(
+                StatusCode::OK,
+                http::PROMETHEUS_TEXT,
+                metrics::render(&self.registry),
+            ),
+        }
+    }
+}
+
+impl Handler for Extender {
+    fn handle(&self, request: Request) -> Response {
+        let started = Instant::now();
+        let Some(route) = Route::of(&request.path) else {
+            return Response::error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such endpoint {}: use POST /filter, /prioritize or /preempt, or GET /healthz, /readyz or /metrics",
+                    request.path
+                ),
+            );
+        };
+        if request.method != route.method() {
+            return Response::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} expects {}", request.path, route.method()),
+            );
+        }
+        let response = self.dispatch(route, &request);
+        if let Some(verb) = route.verb() {
+            self.metrics.observe(
+                verb,
+                response.status.as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        response
+    }
+}

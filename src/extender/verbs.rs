@@ -1,0 +1,307 @@
+//! The three extender verbs as functions from a request body to a response body.
+//!
+//! Each verb decodes the wire types, translates the pod once, asks the policy core, and encodes
+//! the answer. Every failure is a [`VerbError`], mapped to an HTTP status in exactly one place
+//! ([`VerbError::status`]). Rejections of nodes are never errors: they travel in the
+//! failed-node maps, as the protocol requires.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use hyper::StatusCode;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::core::preemption::{self, Candidate, NodeCandidates};
+use crate::core::{placement, GpuPod};
+use crate::state::translate;
+use crate::wire::{
+    ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
+    HostPriority, MetaPod, MetaVictims, NodeList,
+};
+
+use super::Context;
+
+/// Why a verb could not be answered. Each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum VerbError {
+    /// The body is not valid JSON of the expected shape.
+    #[error("invalid {verb} request: {message}")]
+    Decode {
+        /// The verb.
+        verb: &'static str,
+        /// What serde found, with the path of the offending field.
+        message: String,
+    },
+    /// The request has no `Pod`.
+    #[error("invalid {verb} request: Pod is missing or null")]
+    MissingPod {
+        /// The verb.
+        verb: &'static str,
+    },
+    /// The pod cannot be understood.
+    #[error("invalid {verb} request: Pod: {reason}")]
+    BadPod {
+        /// The verb.
+        verb: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// One of the `Nodes.items` is not a Node.
+    #[error("invalid {verb} request: Nodes.items[{index}]: {reason}")]
+    BadNode {
+        /// The verb.
+        verb: &'static str,
+        /// Position in `Nodes.items`.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Neither `NodeNames` nor `Nodes` was given.
+    #[error("invalid {verb} request: both NodeNames and Nodes are null")]
+    NoNodes {
+        /// The verb.
+        verb: &'static str,
+    },
+    /// The answer could not be encoded (a bug, not the caller's fault).
+    #[error("cannot encode the {verb} answer: {source}")]
+    Encode {
+        /// The verb.
+        verb: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl VerbError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            VerbError::Encode { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short, bounded label for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerbError::Decode { .. } => "decode",
+            VerbError::MissingPod { .. } => "missing_pod",
+            VerbError::BadPod { .. } => "bad_pod",
+            VerbError::BadNode { .. } => "bad_node",
+            VerbError::NoNodes { .. } => "no_nodes",
+            VerbError::Encode { .. } => "encode",
+        }
+    }
+}
+
+type Result<T, E = VerbError> = std::result::Result<T, E>;
+
+/// Candidate nodes of a filter or prioritize request, by name, with the raw objects when the
+/// scheduler sent full Nodes (`nodeCacheCapable: false`).
+struct Candidates<'a> {
+    names: Vec<Cow<'a, str>>,
+    raw: Option<Vec<&'a RawValue>>,
+}
+
+/// Answers `filter`: the nodes the pod may use, the rest in `FailedAndUnresolvableNodes`.
+pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
+    const VERB: &str = "filter";
+    let args: ExtenderArgs = decode(VERB, body)?;
+    let pod = request_pod(ctx, VERB, args.pod.as_ref())?;
+    let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
+    let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
+
+    let outcome = placement::filter(&ctx.view.read(), &pod, &names);
+
+    let nodes = candidates.raw.map(|raw| NodeList {
+        items: keep_passed(&names, &raw, &outcome.passed),
+    });
+    let result = ExtenderFilterResult {
+        nodes,
+        node_names: Some(outcome.passed.iter().map(|&n| Cow::Borrowed(n)).collect()),
+        failed_nodes: BTreeMap::new(),
+        failed_and_unresolvable_nodes: outcome
+            .unresolvable
+            .into_iter()
+            .map(|(n, reason)| (n.to_string(), reason))
+            .collect(),
+        error: String::new(),
+    };
+    encode(VERB, &result)
+}
+
+/// Answers `prioritize`: a bare array of `{Host, Score}` in 0..=10.
+pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
+    const VERB: &str = "prioritize";
+    let args: ExtenderArgs = decode(VERB, body)?;
+    let pod = request_pod(ctx, VERB, args.pod.as_ref())?;
+    let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
+    let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
+
+    let scores = placement::prioritize(&ctx.view.read(), &pod, &names, &ctx.config.scoring);
+
+    let list: Vec<HostPriority> = names
+        .iter()
+        .zip(scores)
+        .map(|(&host, score)| HostPriority {
+            host: Cow::Borrowed(host),
+            score,
+        })
+        .collect();
+    encode(VERB, &list)
+}
+
+/// Answers `preempt`: the victims rota accepts, always as `NodeNameToMetaVictims`.
+pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
+    const VERB: &str = "preempt";
+    let args: ExtenderPreemptionArgs = decode(VERB, body)?;
+    let pod = request_pod(ctx, VERB, args.pod.as_ref())?;
+
+    let mut proposed: BTreeMap<String, NodeCandidates> = BTreeMap::new();
+    for (node, victims) in args.node_name_to_meta_victims.unwrap_or_default() {
+        let pods = victims
+            .pods
+            .into_iter()
+            .map(|p| Candidate {
+                uid: p.uid,
+                priority: None,
+            })
+            .collect();
+        proposed.insert(node, node_candidates(pods, victims.num_pdb_violations));
+    }
+    for (node, victims) in args.node_name_to_victims.unwrap_or_default() {
+        let pods = victims.pods.iter().filter_map(full_pod_candidate).collect();
+        proposed.insert(node, node_candidates(pods, victims.num_pdb_violations));
+    }
+
+    let selected = preemption::select_victims(&ctx.view.read(), &pod, proposed);
+
+    let result = ExtenderPreemptionResult {
+        node_name_to_meta_victims: selected
+            .into_iter()
+            .map(|(node, c)| {
+                let victims = MetaVictims {
+                    pods: c.pods.into_iter().map(|p| MetaPod { uid: p.uid }).collect(),
+                    num_pdb_violations: c.num_pdb_violations,
+                };
+                (node, victims)
+            })
+            .collect(),
+    };
+    encode(VERB, &result)
+}
+
+fn node_candidates(pods: Vec<Candidate>, num_pdb_violations: i64) -> NodeCandidates {
+    NodeCandidates {
+        pods,
+        num_pdb_violations,
+    }
+}
+
+/// A full victim pod reduced to what the policy needs; pods without a UID cannot be named in
+/// the answer and are skipped.
+fn full_pod_candidate(pod: &Pod) -> Option<Candidate> {
+    Some(Candidate {
+        uid: pod.metadata.uid.clone()?,
+        priority: Some(pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
+    })
+}
+
+/// Decodes a body; on failure decodes again with path tracking, so the message names the field
+/// (the fast path stays free of that bookkeeping).
+fn decode<'a, T: Deserialize<'a>>(verb: &'static str, body: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|fast| {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let message = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(err) if err.path().iter().next().is_some() => {
+                format!("{}: {}", err.path(), err.inner())
+            }
+            _ => fast.to_string(),
+        };
+        VerbError::Decode { verb, message }
+    })
+}
+
+fn encode<T: serde::Serialize + ?Sized>(verb: &'static str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| VerbError::Encode { verb, source })
+}
+
+fn request_pod(ctx: &Context, verb: &'static str, pod: Option<&Pod>) -> Result<GpuPod> {
+    let pod = pod.ok_or(VerbError::MissingPod { verb })?;
+    translate::gpu_pod(pod, ctx.view.settings()).map_err(|err| VerbError::BadPod {
+        verb,
+        reason: err.to_string(),
+    })
+}
+
+/// The candidate list, from `NodeNames` or from `Nodes`. Without an API server, full Nodes are
+/// also learned into the view, so later name-only requests can be judged.
+fn candidates<'a>(
+    ctx: &Context,
+    verb: &'static str,
+    node_names: Option<Vec<Cow<'a, str>>>,
+    nodes: Option<NodeList<'a>>,
+) -> Result<Candidates<'a>> {
+    if let Some(names) = node_names {
+        return Ok(Candidates { names, raw: None });
+    }
+    let nodes = nodes.ok_or(VerbError::NoNodes { verb })?;
+    let mut names = Vec::with_capacity(nodes.items.len());
+    for (index, raw) in nodes.items.iter().enumerate() {
+        let bad = |reason: String| VerbError::BadNode {
+            verb,
+            index,
+            reason,
+        };
+        if ctx.learn_nodes {
+            let node: Node = decode_raw(raw).map_err(bad)?;
+            let name = node
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| bad("no metadata.name".into()))?;
+            ctx.view.apply_node(&node);
+            names.push(Cow::Owned(name));
+        } else {
+            let named: NamedObject = decode_raw(raw).map_err(bad)?;
+            names.push(named.metadata.name);
+        }
+    }
+    Ok(Candidates {
+        names,
+        raw: Some(nodes.items),
+    })
+}
+
+/// Just enough of a Kubernetes object to know its name.
+#[derive(Deserialize)]
+struct NamedObject<'a> {
+    #[serde(borrow)]
+    metadata: NameOnly<'a>,
+}
+
+#[derive(Deserialize)]
+struct NameOnly<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+fn decode_raw<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> std::result::Result<T, String> {
+    serde_json::from_str(raw.get()).map_err(|e| e.to_string())
+}
+
+/// The raw objects of the passed nodes, in input order (`passed` is a subsequence of `names`).
+fn keep_passed<'a>(names: &[&str], raw: &[&'a RawValue], passed: &[&str]) -> Vec<&'a RawValue> {
+    let mut kept = Vec::with_capacity(passed.len());
+    let mut next = passed.iter().peekable();
+    for (name, item) in names.iter().zip(raw) {
+        if next.peek().is_some_and(|p| *p == name) {
+            kept.push(*item);
+            next.next();
+        }
+    }
+    kept
+}

@@ -1,0 +1,295 @@
+//! The extender over real HTTP on 127.0.0.1: captured kube-scheduler requests get valid answers,
+//! every kind of bad input gets the right status, and the server keeps serving throughout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rota::config::ValidConfig;
+use rota::extender::{Context, Extender};
+use rota::http::{self, ServerOptions};
+use rota::metrics::ClusterCollector;
+use rota::state::{ClusterView, ViewSettings};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CAP: usize = 256 * 1024;
+
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// An extender without an API server (`--cluster none`), on an ephemeral port.
+    async fn start() -> Server {
+        let config = ValidConfig::default();
+        let view = Arc::new(ClusterView::new(ViewSettings::from_config(&config)));
+        view.set_synced(true);
+        let registry = prometheus::Registry::new();
+        ClusterCollector::register(&registry, view.clone()).unwrap();
+        let ctx = Context {
+            view,
+            config: Arc::new(config),
+            learn_nodes: true,
+        };
+        let extender = Arc::new(Extender::new(ctx, registry).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let options = ServerOptions {
+            max_body_bytes: CAP,
+            ..ServerOptions::default()
+        };
+        let task = tokio::spawn(async move {
+            http::serve(listener, extender, options, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        self.raw(method, path, &[], body).await
+    }
+
+    async fn raw(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+        let exchange = async {
+            let mut stream = TcpStream::connect(self.addr).await.unwrap();
+            let mut head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            for h in headers {
+                head.push_str(h);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // The server may answer (413) before reading the whole body; ignore a reset here.
+            let _ = stream.write_all(body).await;
+            let mut out = Vec::new();
+            let _ = stream.read_to_end(&mut out).await;
+            out
+        };
+        let out = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("answer in time");
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn fixture(name: &str) -> Option<Vec<u8>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/kube-scheduler-1.36")
+        .join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            eprintln!("skipping: {} is absent", path.display());
+            None
+        }
+    }
+}
+
+fn gpu_pod(annotations: Value) -> Value {
+    json!({"metadata": {"name": "p", "namespace": "team-a", "uid": "u-1", "annotations": annotations},
+           "spec": {"containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
+}
+
+#[tokio::test]
+async fn captured_requests_get_valid_answers() {
+    let (Some(full), Some(names), Some(prio_full), Some(prio_names)) = (
+        fixture("filter-full-nodes.request.json"),
+        fixture("filter-node-names.request.json"),
+        fixture("prioritize-full-nodes.request.json"),
+        fixture("prioritize-node-names.request.json"),
+    ) else {
+        return;
+    };
+    let server = Server::start().await;
+
+    let (status, body) = server.request("POST", "/filter", &full).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    // Every node passes, in the scheduler's own order, and full objects are echoed back.
+    let sent: Value = serde_json::from_slice(&full).unwrap();
+    let order: Vec<Value> = sent["Nodes"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(v["NodeNames"], Value::Array(order.clone()));
+    assert_eq!(v["Nodes"]["items"], sent["Nodes"]["items"]);
+    assert_eq!(v["Error"], "");
+
+    // The names-only request is judged against the nodes learned from the full request.
+    let (status, body) = server.request("POST", "/filter", &names).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["NodeNames"].as_array().unwrap().len(), 3);
+    assert_eq!(v["Nodes"], Value::Null);
+
+    for body in [prio_full, prio_names] {
+        let (status, answer) = server.request("POST", "/prioritize", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let list: Vec<Value> = serde_json::from_str(&answer).unwrap();
+        assert_eq!(list.len(), 3);
+        for hp in list {
+            let score = hp["Score"].as_i64().unwrap();
+            assert!((0..=10).contains(&score), "{hp}");
+            assert!(hp["Host"].as_str().unwrap().starts_with("gpu-node-"));
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
+    let server = Server::start().await;
+    let big = vec![b' '; CAP + 1];
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("POST", "/filter", b"".to_vec(), 400, "invalid filter request"),
+        ("POST", "/filter", br#"{"Pod": {"metadata": "#.to_vec(), 400, "EOF"),
+        ("POST", "/filter", br#"{"Pod": 42}"#.to_vec(), 400, "Pod"),
+        ("POST", "/filter", br#"{"NodeNames": [1, 2]}"#.to_vec(), 400, "NodeNames"),
+        ("POST", "/prioritize", br#"{"Pod": null, "Nodes": null, "NodeNames": null}"#.to_vec(), 400, "Pod is missing"),
+        ("POST", "/filter", json!({"Pod": gpu_pod(json!({})), "Nodes": null, "NodeNames": null}).to_string().into_bytes(), 400, "NodeNames and Nodes"),
+        ("POST", "/filter", json!({"Pod": gpu_pod(json!({})), "Nodes": {"items": [{"metadata": {}}]}}).to_string().into_bytes(), 400, "Nodes.items[0]"),
+        ("POST", "/preempt", br#"{"Pod": {"metadata": {"name": "p"}}, "NodeNameToMetaVictims": {"n": {"Pods": [{"UID": 5}]}}}"#.to_vec(), 400, "UID"),
+        ("POST", "/filter", big, 413, ""),
+        ("POST", "/frobnicate", b"{}".to_vec(), 404, "no such endpoint"),
+        ("GET", "/filter", Vec::new(), 405, "POST"),
+        ("POST", "/healthz", Vec::new(), 405, "GET"),
+        ("POST", "/bind", b"{}".to_vec(), 501, "does not bind"),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (status, answer) = server.request(method, path, &body).await;
+        assert_eq!(status, want, "{method} {path}: {answer}");
+        if !needle.is_empty() {
+            assert!(
+                answer.contains(needle),
+                "{method} {path}: {answer:?} lacks {needle:?}"
+            );
+        }
+        if status != 413 {
+            let v: Value =
+                serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+            assert!(v["error"].is_string(), "{answer}");
+            assert!(!answer.trim_end().contains('\n'), "one line: {answer:?}");
+        }
+        let (status, _) = server.request("GET", "/healthz", b"").await;
+        assert_eq!(status, 200, "still serving after {method} {path}");
+    }
+
+    // A pod with malformed rota annotations: every node rejected, the reason names the problem.
+    let body = json!({"Pod": gpu_pod(json!({"rota.io/min-gpu-memory": "lots", "rota.io/gpu-models": " , "})),
+                      "NodeNames": ["a", "b"]});
+    let (status, answer) = server
+        .request("POST", "/filter", body.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["NodeNames"], json!([]));
+    let reason = v["FailedAndUnresolvableNodes"]["a"].as_str().unwrap();
+    assert!(
+        reason.contains("rota.io/min-gpu-memory") && reason.contains("lots"),
+        "{reason}"
+    );
+    assert!(reason.contains("rota.io/gpu-models"), "{reason}");
+    assert_eq!(v["FailedNodes"], json!({}));
+
+    // Go's client always sends Accept-Encoding: gzip; an identity answer must do.
+    let body = json!({"Pod": gpu_pod(json!({})), "NodeNames": ["x"]}).to_string();
+    let (status, answer) = server
+        .raw(
+            "POST",
+            "/filter",
+            &["Accept-Encoding: gzip", "Content-Type: application/json"],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["NodeNames"],
+        json!(["x"])
+    );
+
+    let (status, metrics) = server.request("GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"rota_extender_requests_total{code="400",verb="filter"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rota_extender_request_duration_seconds_bucket"));
+    assert!(metrics.contains("rota_cluster_view_synced 1"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn preempt_answers_meta_victims_and_never_an_empty_node() {
+    let server = Server::start().await;
+    let body = json!({
+        "Pod": gpu_pod(json!({})),
+        "NodeNameToVictims": {
+            "n1": {"Pods": [
+                {"metadata": {"name": "low", "uid": "u-low"}, "spec": {"priority": 1, "containers": []}},
+                {"metadata": {"name": "high", "uid": "u-high"}, "spec": {"priority": 50, "containers": []}}
+            ], "NumPDBViolations": 1},
+            "n2": {"Pods": [], "NumPDBViolations": 0}
+        },
+        "NodeNameToMetaVictims": null
+    });
+    let (status, answer) = server
+        .request("POST", "/preempt", body.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        v,
+        json!({"NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "u-high"}, {"UID": "u-low"}], "NumPDBViolations": 1}}})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_and_liveness() {
+    let server = Server::start().await;
+    assert_eq!(server.request("GET", "/healthz", b"").await.0, 200);
+    assert_eq!(server.request("GET", "/readyz", b"").await.0, 200);
+    // Any URL prefix before the verb works, as kube-scheduler's urlPrefix allows.
+    let body = json!({"Pod": gpu_pod(json!({})), "NodeNames": ["x"]}).to_string();
+    assert_eq!(
+        server
+            .request("POST", "/gpu-fairshare/filter", body.as_bytes())
+            .await
+            .0,
+        200
+    );
+    server.stop().await;
+}
