@@ -1,1 +1,99 @@
-fn main(){}
+//! Extender verbs against the cost of merely parsing their request.
+//!
+//! For 100, 1,000 and 5,000 candidate nodes (`nodeCacheCapable: true`, names only) against a
+//! cluster view of that many 8-GPU nodes, this measures, in the same run:
+//! - `parse_value`: parsing the request body into `serde_json::Value` (the baseline);
+//! - `filter` and `prioritize`: the whole verb, body in, response bytes out.
+//!
+//! Report handling time as a multiple of `parse_value` (target: at most 2×).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use rota::config::ValidConfig;
+use rota::extender::{verbs, Context};
+use rota::state::{ClusterView, ViewSettings};
+use serde_json::json;
+
+const SIZES: [usize; 3] = [100, 1_000, 5_000];
+
+fn node(i: usize) -> Node {
+    let product = if i % 3 == 0 {
+        "NVIDIA-A100-SXM4-80GB"
+    } else {
+        "NVIDIA-H100-80GB-HBM3"
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("gpu-node-{i:05}"), "labels": {
+            "nvidia.com/gpu.product": product, "nvidia.com/gpu.memory": "81920"}},
+        "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "64"},
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .expect("static node")
+}
+
+fn running_pod(i: usize, gpus: u64) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("busy-{i}"), "namespace": "team-a", "uid": format!("uid-busy-{i}")},
+        "spec": {"nodeName": format!("gpu-node-{i:05}"), "containers": [{"name": "main",
+                 "resources": {"limits": {"nvidia.com/gpu": gpus.to_string()}}}]},
+        "status": {"phase": "Running"}
+    }))
+    .expect("static pod")
+}
+
+fn context(nodes: usize) -> Context {
+    let config = ValidConfig::default();
+    let view = Arc::new(ClusterView::new(ViewSettings::from_config(&config)));
+    for i in 0..nodes {
+        view.apply_node(&node(i));
+        if i % 2 == 0 {
+            view.apply_pod(&running_pod(i, (i % 8) as u64));
+        }
+    }
+    view.set_synced(true);
+    Context {
+        view,
+        config: Arc::new(config),
+        learn_nodes: false,
+    }
+}
+
+fn body(nodes: usize) -> Vec<u8> {
+    let fixture =
+        std::fs::read("../shared/fixtures/kube-scheduler-1.36/filter-node-names.request.json");
+    let mut args: serde_json::Value = match fixture {
+        Ok(bytes) => serde_json::from_slice(&bytes).expect("fixture is JSON"),
+        Err(_) => json!({"Pod": {"metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}},
+            "Nodes": null}),
+    };
+    let names: Vec<String> = (0..nodes).map(|i| format!("gpu-node-{i:05}")).collect();
+    args["NodeNames"] = json!(names);
+    args["Pod"]["metadata"]["annotations"]["rota.io/gpu-models"] = json!("H100");
+    serde_json::to_vec(&args).expect("encodes")
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("extender");
+    for &n in &SIZES {
+        let ctx = context(n);
+        let body = body(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("parse_value", n), &body, |b, body| {
+            b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(body).expect("parses")))
+        });
+        group.bench_with_input(BenchmarkId::new("filter", n), &body, |b, body| {
+            b.iter(|| black_box(verbs::filter(&ctx, body).expect("answers")))
+        });
+        group.bench_with_input(BenchmarkId::new("prioritize", n), &body, |b, body| {
+            b.iter(|| black_box(verbs::prioritize(&ctx, body).expect("answers")))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -167,6 +167,19 @@ pub struct TelemetryConfig {
     pub unhealthy_xids: Vec<u32>,
     /// What to do with nodes whose telemetry is unknown. Default `allow`.
     pub unknown_policy: UnknownTelemetryPolicy,
+    /// Label selector (equality terms only) finding the agent pods, one per GPU node.
+    /// Default `app.kubernetes.io/name=rota-agent`, the label of the shipped DaemonSet.
+    pub agent_selector: String,
+    /// Port the agents serve `/v1/telemetry` on. Default 9402 (`rota agent --listen`).
+    pub agent_port: u16,
+    /// Seconds one poll of one agent may take before it counts as failed. Default 2, well
+    /// inside the poll interval, so one dead agent never delays a round.
+    pub poll_timeout_seconds: u64,
+    /// Label selector of NVIDIA dcgm-exporter pods to poll on nodes without an agent. Default
+    /// empty: dcgm-exporter is not polled (the GPU Operator labels it `app=nvidia-dcgm-exporter`).
+    pub dcgm_exporter_selector: String,
+    /// Port dcgm-exporter serves `/metrics` on. Default 9400, dcgm-exporter's own default.
+    pub dcgm_exporter_port: u16,
 }
 
 /// Weights of the prioritize score components (each component is 0..1; the weighted mean is
@@ -262,6 +275,11 @@ impl Default for TelemetryConfig {
             max_temperature_celsius: 85.0,
             unhealthy_xids: vec![48, 62, 63, 64, 74, 79, 92, 94, 95],
             unknown_policy: UnknownTelemetryPolicy::Allow,
+            agent_selector: "app.kubernetes.io/name=rota-agent".into(),
+            agent_port: 9402,
+            poll_timeout_seconds: 2,
+            dcgm_exporter_selector: String::new(),
+            dcgm_exporter_port: 9400,
         }
     }
 }

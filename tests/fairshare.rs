@@ -205,6 +205,27 @@ fn over_user_gets_less_but_never_below_the_floor() {
 }
 
 #[test]
+fn correction_applies_between_groups_then_within() {
+    let policy = SharePolicy::flat(1.0)
+        .with_group("g1", 1.0)
+        .with_group("g2", 1.0)
+        .with_tenant("a", 1.0, Some("g1"))
+        .with_tenant("b", 1.0, Some("g1"))
+        .with_tenant("c", 1.0, Some("g2"));
+    // g1 used everything, all of it by a: g1 gets less than half, and b more than a inside it.
+    let used = [
+        with_usage("a", 100.0, 50.0),
+        with_usage("b", 100.0, 0.0),
+        with_usage("c", 100.0, 0.0),
+    ];
+    let e = entitlements(&policy, 40.0, &used);
+    let g1 = e[0].entitled + e[1].entitled;
+    assert!(g1 < 20.0 && e[2].entitled > 20.0, "{e:?}");
+    assert!(e[0].entitled < e[1].entitled);
+    assert!((g1 + e[2].entitled - 40.0).abs() < 1e-9);
+}
+
+#[test]
 fn zero_cap_disables_the_correction() {
     let policy = SharePolicy::default().with_usage_exponent_cap(0.0);
     let used = [with_usage("a", 100.0, 900.0), with_usage("b", 100.0, 0.0)];

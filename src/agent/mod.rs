@@ -16,13 +16,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub mod health;
 pub mod metrics;
 pub mod nvml;
 pub mod scripted;
 pub mod service;
-pub mod snapshot;
 pub mod source;
+
+/// The health grader lives in the policy core; re-exported under its old path.
+pub use crate::core::health;
+/// The snapshot types live in the policy core; re-exported under their old path.
+pub use crate::core::telemetry as snapshot;
 
 pub use health::{grade, Health, HealthState};
 pub use nvml::NvmlSource;

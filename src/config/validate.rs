@@ -360,6 +360,51 @@ fn check_telemetry(t: &TelemetryConfig, p: &mut Problems) {
         "telemetry.unhealthyXids",
         entries.map(|(i, x)| (x.as_str(), format!("telemetry.unhealthyXids[{i}]"))),
     );
+    check_collector(t, p);
+}
+
+fn check_collector(t: &TelemetryConfig, p: &mut Problems) {
+    if t.agent_selector.trim().is_empty() {
+        p.push("telemetry.agentSelector", "must not be empty");
+    } else {
+        p.check("telemetry.agentSelector", label_selector(&t.agent_selector));
+    }
+    if !t.dcgm_exporter_selector.is_empty() {
+        p.check(
+            "telemetry.dcgmExporterSelector",
+            label_selector(&t.dcgm_exporter_selector),
+        );
+    }
+    p.at_least_one("telemetry.agentPort", u64::from(t.agent_port));
+    p.at_least_one("telemetry.dcgmExporterPort", u64::from(t.dcgm_exporter_port));
+    p.at_least_one("telemetry.pollTimeoutSeconds", t.poll_timeout_seconds);
+}
+
+/// Checks an equality-based label selector: comma-separated `key=value`, `key==value`,
+/// `key!=value`, `key` or `!key` terms (what the collector passes to the API server).
+fn label_selector(selector: &str) -> Result<(), String> {
+    for term in selector.split(',').map(str::trim) {
+        let bad = |why: String| Err(format!("term {term:?}: {why}"));
+        if term.contains(" in ") || term.contains(" notin ") || term.contains('(') {
+            return bad("only equality terms (key=value, key!=value, key, !key) are supported".into());
+        }
+        let (key, value) = match term.split_once("!=").or_else(|| term.split_once("==")) {
+            Some(pair) => (pair.0, Some(pair.1)),
+            None => match term.split_once('=') {
+                Some(pair) => (pair.0, Some(pair.1)),
+                None => (term.strip_prefix('!').unwrap_or(term), None),
+            },
+        };
+        if let Err(why) = names::qualified_name(key.trim()) {
+            return bad(why);
+        }
+        if let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) {
+            if let Err(why) = names::label_name(value) {
+                return bad(why);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_scoring(s: &ScoringConfig, p: &mut Problems) {
@@ -444,6 +489,13 @@ impl ValidConfig {
 
     fn warn_timings(&self, w: &mut Vec<String>) {
         let t = &self.telemetry;
+        if t.poll_timeout_seconds > t.poll_interval_seconds {
+            w.push(format!(
+                "telemetry.pollTimeoutSeconds: {} is longer than the poll interval ({} s); \
+                 polls are cut off at the interval",
+                t.poll_timeout_seconds, t.poll_interval_seconds
+            ));
+        }
         if t.stale_after_seconds < MIN_POLLS_BEFORE_STALE * t.poll_interval_seconds {
             w.push(format!(
                 "telemetry.staleAfterSeconds: {} is less than {MIN_POLLS_BEFORE_STALE} poll \

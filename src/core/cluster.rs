@@ -3,11 +3,15 @@
 //! Invariant: for every node, `used` equals the sum of the requests of the active pods bound to
 //! it. `upsert_pod` / `remove_pod` maintain it incrementally (O(resources) per event), so a pod
 //! event never rescans the cluster. Pods bound to a node the snapshot does not know yet are
-//! counted as soon as that node arrives.
+//! counted as soon as that node arrives. A node's telemetry summary survives updates and
+//! re-lists of the node (only [`ClusterSnapshot::set_telemetry`] and removal change it).
+
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use super::model::{GpuCounts, GpuNode, GpuPod};
+use super::telemetry::NodeTelemetry;
 
 /// Nodes and GPU pods, indexed by node name and pod UID.
 #[derive(Clone, Debug, Default)]
@@ -53,10 +57,27 @@ impl ClusterSnapshot {
     }
 
     /// Inserts or replaces a node. Its `used` counts are recomputed from the pods bound to it,
-    /// whatever the caller put there.
+    /// whatever the caller put there; a node given without telemetry keeps the stored one
+    /// (Node objects carry none, so an update must not forget it).
     pub fn upsert_node(&mut self, mut node: GpuNode) {
         node.used = self.usage_on(&node.name);
+        if node.telemetry.is_none() {
+            node.telemetry = self.nodes.get(&node.name).and_then(|n| n.telemetry.clone());
+        }
         self.nodes.insert(node.name.clone(), node);
+    }
+
+    /// Sets (or, with `None`, clears) a node's telemetry summary. Returns whether it changed;
+    /// an unknown node is no change (the collector sets it again on its next round).
+    pub fn set_telemetry(&mut self, name: &str, telemetry: Option<Arc<NodeTelemetry>>) -> bool {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return false;
+        };
+        if node.telemetry == telemetry {
+            return false;
+        }
+        node.telemetry = telemetry;
+        true
     }
 
     /// Removes a node; its pods stay (they are still in the API until they are deleted).
@@ -82,10 +103,14 @@ impl ClusterSnapshot {
         Some(old)
     }
 
-    /// Replaces all nodes at once (after a re-list).
+    /// Replaces all nodes at once (after a re-list). Nodes that are listed again keep their
+    /// telemetry.
     pub fn reset_nodes(&mut self, nodes: impl IntoIterator<Item = GpuNode>) {
-        self.nodes.clear();
-        for node in nodes {
+        let mut old = std::mem::take(&mut self.nodes);
+        for mut node in nodes {
+            if node.telemetry.is_none() {
+                node.telemetry = old.remove(&node.name).and_then(|n| n.telemetry);
+            }
             self.upsert_node(node);
         }
     }
@@ -200,6 +225,35 @@ mod tests {
         let mut c = ClusterSnapshot::new();
         c.upsert_pod(pod("cpu", Some("n1"), 0));
         assert_eq!(c.pod_count(), 0);
+    }
+
+    fn telemetry() -> Arc<NodeTelemetry> {
+        Arc::new(NodeTelemetry::never_reported(
+            crate::core::telemetry::TelemetrySource::Agent,
+            "connection refused",
+        ))
+    }
+
+    #[test]
+    fn telemetry_survives_node_updates_and_relists() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("n1", 8));
+        assert!(c.set_telemetry("n1", Some(telemetry())));
+        assert!(!c.set_telemetry("n1", Some(telemetry())), "equal is no change");
+        assert!(!c.set_telemetry("ghost", Some(telemetry())));
+        c.upsert_node(node("n1", 4));
+        assert_eq!(c.node("n1").unwrap().telemetry, Some(telemetry()));
+        c.reset_nodes(vec![node("n1", 4), node("n2", 2)]);
+        assert_eq!(c.node("n1").unwrap().telemetry, Some(telemetry()));
+        assert_eq!(c.node("n2").unwrap().telemetry, None);
+        assert!(c.set_telemetry("n1", None));
+        c.upsert_node(node("n1", 4));
+        assert_eq!(c.node("n1").unwrap().telemetry, None);
+        // A re-list without the node forgets it and its telemetry.
+        c.set_telemetry("n1", Some(telemetry()));
+        c.reset_nodes(vec![node("n2", 2)]);
+        c.upsert_node(node("n1", 4));
+        assert_eq!(c.node("n1").unwrap().telemetry, None);
     }
 
     #[test]

@@ -336,11 +336,10 @@ impl GroupBuf {
         gather(&mut self.u, &t.usage);
         self.eff.resize(m.len(), 0.0);
         self.out.resize(m.len(), 0.0);
-        correct(&self.w, &self.d, &self.u, cap, &mut self.eff[..m.len()]);
-        let out = &mut self.out[..m.len()];
-        self.fill.fill(share, &self.d, &self.eff[..m.len()], out);
+        correct(&self.w, &self.d, &self.u, cap, &mut self.eff);
+        self.fill.fill(share, &self.d, &self.eff, &mut self.out);
         for (k, &i) in m.iter().enumerate() {
-            t.entitled[i] = out[k];
+            t.entitled[i] = self.out[k];
             t.effective[i] = self.eff[k];
         }
     }

@@ -6,12 +6,14 @@
 
 pub mod cluster;
 pub mod fairshare;
+pub mod health;
 pub mod model;
 pub mod ledger;
 pub mod placement;
 pub mod preemption;
 pub mod quantity;
 pub mod queue;
+pub mod telemetry;
 
 pub use cluster::ClusterSnapshot;
 pub use model::{GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};

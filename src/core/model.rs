@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+
+use super::telemetry::NodeTelemetry;
 
 /// GPU counts keyed by managed resource name (`nvidia.com/gpu`, `nvidia.com/GA102GL_A10`, …).
 ///
@@ -28,6 +31,11 @@ pub struct GpuNode {
     pub product: Option<String>,
     /// Memory of one GPU in bytes (GFD's `nvidia.com/gpu.memory` label is in MiB).
     pub gpu_memory_bytes: Option<u64>,
+    /// The newest GPU telemetry summary, set by the collector; `None` when no agent or
+    /// exporter is known for the node (decisions then use the Node object alone, as without
+    /// telemetry). Kept across Node updates by [`crate::core::ClusterSnapshot`]. Shared, so a
+    /// snapshot clone or a Node update does not copy the GPU list.
+    pub telemetry: Option<Arc<NodeTelemetry>>,
 }
 
 impl GpuNode {

@@ -7,6 +7,10 @@
 //! score 0 ("unscored"): kube-scheduler already checked them, and rota must not block what it
 //! cannot judge. Pods that request no managed GPU pass everywhere with equal scores.
 
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
 use crate::config::ScoringConfig;
 
 use super::cluster::ClusterSnapshot;
@@ -21,7 +25,10 @@ pub struct FilterOutcome<'n> {
     /// Nodes the pod may go to.
     pub passed: Vec<&'n str>,
     /// Nodes rejected for good (no preemption can change them), with a reason for a person.
-    pub unresolvable: Vec<(&'n str, String)>,
+    /// Reasons do not repeat the node name (the answer is keyed by it), so kube-scheduler can
+    /// aggregate identical reasons into "N node(s) …" in the pod's events; nodes with the same
+    /// reason share one string.
+    pub unresolvable: Vec<(&'n str, Arc<str>)>,
 }
 
 /// Decides which of `candidates` the pod may run on.
@@ -39,14 +46,25 @@ pub fn filter<'n>(
         return out;
     }
     if !pod.placement.errors.is_empty() {
-        let reason = format!("rota: {}", pod.placement.errors.join("; "));
+        let reason: Arc<str> = format!("rota: {}", pod.placement.errors.join("; ")).into();
         out.unresolvable = candidates.iter().map(|&n| (n, reason.clone())).collect();
         return out;
     }
+    // The placement verdict depends only on the node's product and GPU memory: judge each
+    // distinct pair once (thousands of nodes, a handful of hardware kinds).
+    let mut verdicts: FxHashMap<(Option<&str>, Option<u64>), Option<Arc<str>>> =
+        FxHashMap::default();
     for &name in candidates {
-        match cluster.node(name).map(|node| placement_problem(node, pod)) {
-            Some(Some(reason)) => out.unresolvable.push((name, reason)),
-            _ => out.passed.push(name),
+        let Some(node) = cluster.node(name) else {
+            out.passed.push(name);
+            continue;
+        };
+        let verdict = verdicts
+            .entry((node.product.as_deref(), node.gpu_memory_bytes))
+            .or_insert_with(|| placement_problem(node, pod).map(Arc::from));
+        match verdict {
+            Some(reason) => out.unresolvable.push((name, reason.clone())),
+            None => out.passed.push(name),
         }
     }
     out
@@ -58,20 +76,17 @@ pub fn placement_problem(node: &GpuNode, pod: &GpuPod) -> Option<String> {
     if !rules.gpu_models.is_empty() {
         let Some(product) = node.product.as_deref() else {
             return Some(format!(
-                "rota: node {} has no nvidia.com/gpu.product label; the pod asks for GPU model {}",
-                node.name,
+                "rota: node has no nvidia.com/gpu.product label; the pod asks for GPU model {}",
                 rules.gpu_models.join(" or ")
             ));
         };
-        let lower = product.to_ascii_lowercase();
         if !rules
             .gpu_models
             .iter()
-            .any(|m| lower.contains(&m.to_ascii_lowercase()))
+            .any(|m| contains_ignore_ascii_case(product, m))
         {
             return Some(format!(
-                "rota: node {} has GPU model {product}; the pod asks for {}",
-                node.name,
+                "rota: node has GPU model {product}; the pod asks for {}",
                 rules.gpu_models.join(" or ")
             ));
         }
@@ -80,15 +95,13 @@ pub fn placement_problem(node: &GpuNode, pod: &GpuPod) -> Option<String> {
         match node.gpu_memory_bytes {
             None => {
                 return Some(format!(
-                    "rota: node {} has no nvidia.com/gpu.memory label; the pod needs {} per GPU",
-                    node.name,
+                    "rota: node has no nvidia.com/gpu.memory label; the pod needs {} per GPU",
                     human_bytes(min)
                 ))
             }
             Some(have) if have < min => {
                 return Some(format!(
-                    "rota: node {} has {} per GPU; the pod needs {}",
-                    node.name,
+                    "rota: node has {} per GPU; the pod needs {}",
                     human_bytes(have),
                     human_bytes(min)
                 ))
@@ -124,7 +137,8 @@ pub fn packing(node: &GpuNode, pod: &GpuPod) -> f64 {
     let mut total = 0.0;
     for (resource, &wanted) in &pod.requests {
         let allocatable = node.allocatable.get(resource).copied().unwrap_or(0);
-        let free = node.free(resource);
+        let used = node.used.get(resource).copied().unwrap_or(0);
+        let free = allocatable.saturating_sub(used);
         if allocatable == 0 || free < wanted {
             return 0.0;
         }
@@ -146,6 +160,12 @@ pub fn combine(components: &[(f64, f64)]) -> i64 {
     ((sum / weight) * MAX_SCORE as f64)
         .round()
         .clamp(0.0, MAX_SCORE as f64) as i64
+}
+
+/// Case-insensitive substring test without allocating (this runs once per candidate node).
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// `24 GiB`-style rendering for messages.

@@ -18,7 +18,7 @@ use crate::core::{placement, GpuPod};
 use crate::state::translate;
 use crate::wire::{
     ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
-    HostPriority, MetaPod, MetaVictims, NodeList,
+    HostPriority, MetaPod, MetaVictims, NodeList, NodeMessages,
 };
 
 use super::Context;
@@ -122,12 +122,14 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let result = ExtenderFilterResult {
         nodes,
         node_names: Some(outcome.passed.iter().map(|&n| Cow::Borrowed(n)).collect()),
-        failed_nodes: BTreeMap::new(),
-        failed_and_unresolvable_nodes: outcome
-            .unresolvable
-            .into_iter()
-            .map(|(n, reason)| (n.to_string(), reason))
-            .collect(),
+        failed_nodes: NodeMessages::default(),
+        failed_and_unresolvable_nodes: NodeMessages(
+            outcome
+                .unresolvable
+                .iter()
+                .map(|(n, reason)| (Cow::Borrowed(*n), Cow::Borrowed(reason.as_ref())))
+                .collect(),
+        ),
         error: String::new(),
     };
     encode(VERB, &result)

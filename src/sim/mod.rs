@@ -1,1 +1,88 @@
-//! The offline fairness simulator.
+//! The offline simulator (`rota simulate`): replays a trace through the scheduling policies on a
+//! simulated cluster with a virtual clock, and reports fairness and efficiency per policy.
+//!
+//! ```text
+//!   trace.rs / workload.rs / generate.rs ─▶ Trace ─┐
+//!   cluster.rs (ClusterSpec ─▶ SimCluster) ────────┼─▶ engine.rs (events, clock) ◀─▶ policy/
+//!                                                  └─▶ report.rs (metrics) ─▶ cli.rs (table, files)
+//! ```
+//!
+//! Invariants: a run is a pure function of (trace, cluster, policy, config): no wall clock, no
+//! OS randomness, deterministic tie-breaking, so the same inputs give byte-identical summaries
+//! (wall time is measured only by the CLI and kept out of `summary.json`). Entitlements come
+//! from the production water-filling (`core::fairshare`) and node choice agrees with
+//! `core::placement::packing`. Must not import kube, hyper or tokio networking: the simulator
+//! drives the core directly. The `rota` policy (production queue + gate + rotation planner) is
+//! not wired yet (issue #5); its seam is the [`engine::Policy`] trait, with rotation ticks
+//! ([`engine::Policy::tick_seconds`]) and suspension ([`engine::Sim::suspend`]) already in place.
+
+pub mod cli;
+pub mod cluster;
+pub mod engine;
+pub mod generate;
+pub mod policy;
+pub mod report;
+pub mod rng;
+pub mod trace;
+pub mod workload;
+
+pub use cli::{run, SimulateArgs};
+pub use cluster::{ClusterSpec, NodeGroup, SimCluster};
+pub use engine::{EngineConfig, JobId, JobState, JobStatus, Policy, RunOutcome, Sim};
+pub use generate::{generate, GeneratorConfig};
+pub use policy::{PolicyConfig, PolicyError, PolicyKind};
+pub use report::{summarize, PolicySummary};
+pub use trace::{JobSpec, LoadError, TenantSpec, Trace};
+
+/// Replays `trace` on `cluster` under the policy `kind`.
+pub fn run_policy(
+    trace: &Trace,
+    cluster: &ClusterSpec,
+    kind: PolicyKind,
+    engine: &EngineConfig,
+    policies: &PolicyConfig,
+) -> Result<RunOutcome, PolicyError> {
+    let mut policy = policy::build(kind, trace, policies)?;
+    Ok(engine::run(trace, cluster, policy.as_mut(), engine))
+}
+
+/// Each tenant's makespan when it runs alone, under FIFO, on a static partition of ⌊w_t·C⌋ GPUs
+/// (nodes as large as the cluster's largest): the denominator of per-tenant finish-time
+/// fairness ρ_t. `None` for a tenant without jobs or whose largest gang does not fit its
+/// partition. Costs one FIFO run over the whole trace in total.
+pub fn tenant_alone_makespans(trace: &Trace, cluster: &ClusterSpec) -> Vec<Option<f64>> {
+    let capacity = cluster.capacity() as f64;
+    let total_w: f64 = trace.tenants.iter().map(|t| t.weight.max(0.0)).sum();
+    let per_node = cluster
+        .node_groups
+        .iter()
+        .map(|g| g.gpus_per_node)
+        .max()
+        .unwrap_or(1);
+    let config = EngineConfig {
+        warmup_seconds: 0.0,
+        ..EngineConfig::default()
+    };
+    (0..trace.tenants.len())
+        .map(|t| {
+            let share = trace.tenants[t].weight.max(0.0) / total_w.max(f64::MIN_POSITIVE);
+            let gpus = (share * capacity + 1e-9).floor() as u32;
+            let jobs: Vec<JobSpec> = trace
+                .jobs
+                .iter()
+                .filter(|j| j.tenant == t)
+                .map(|j| JobSpec { tenant: 0, ..j.clone() })
+                .collect();
+            let largest = jobs.iter().map(|j| j.gpus).max()?;
+            if largest > gpus {
+                return None;
+            }
+            let alone = Trace::from_unsorted(vec![trace.tenants[t].clone()], jobs, None);
+            let spec = ClusterSpec::homogeneous(gpus, per_node);
+            let mut fifo = policy::Fifo::default();
+            let run = engine::run(&alone, &spec, &mut fifo, &config);
+            let last = run.jobs.iter().filter_map(|j| j.completion).fold(0.0, f64::max);
+            Some(last)
+        })
+        .collect()
+}

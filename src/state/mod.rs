@@ -18,12 +18,14 @@
 pub mod translate;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use tokio::sync::watch;
 
 use crate::config::ValidConfig;
 use crate::core::model::GpuCounts;
+use crate::core::telemetry::NodeTelemetry;
 use crate::core::{ClusterSnapshot, GpuNode, GpuPod};
 
 /// What the translation needs from the config.
@@ -121,6 +123,9 @@ impl ClusterView {
             let mut snapshot = self.snapshot.write();
             if let Some(old) = snapshot.node(&node.name) {
                 node.used.clone_from(&old.used);
+                if node.telemetry.is_none() {
+                    node.telemetry.clone_from(&old.telemetry);
+                }
             }
             let changed = snapshot.node(&node.name) != Some(&node);
             if changed {
@@ -146,6 +151,47 @@ impl ClusterView {
     pub fn replace_nodes(&self, nodes: impl IntoIterator<Item = GpuNode>) {
         self.snapshot.write().reset_nodes(nodes);
         self.bump();
+    }
+
+    // === telemetry ===
+
+    /// Sets (or clears) one node's telemetry summary; kept across `apply_node` and re-lists
+    /// like `used`. A change bumps the generation; an unknown node is ignored.
+    pub fn set_telemetry(&self, node: &str, telemetry: Option<Arc<NodeTelemetry>>) {
+        let changed = self.snapshot.write().set_telemetry(node, telemetry);
+        self.bump_if(changed);
+    }
+
+    /// Sets many nodes' telemetry under one write lock with at most one generation bump (the
+    /// collector's end of a poll round).
+    pub fn set_telemetry_many(
+        &self,
+        updates: impl IntoIterator<Item = (String, Option<Arc<NodeTelemetry>>)>,
+    ) {
+        let changed = {
+            let mut snapshot = self.snapshot.write();
+            let mut changed = false;
+            for (node, telemetry) in updates {
+                changed |= snapshot.set_telemetry(&node, telemetry);
+            }
+            changed
+        };
+        self.bump_if(changed);
+    }
+
+    /// `(node, sample age in seconds at now)` of every node with telemetry, sorted by node;
+    /// the age is `None` when no valid sample ever arrived. Computed at call time (metrics).
+    pub fn telemetry_ages(&self, now_unix_seconds: f64) -> Vec<(String, Option<f64>)> {
+        let snapshot = self.snapshot.read();
+        let mut ages: Vec<(String, Option<f64>)> = snapshot
+            .nodes()
+            .filter_map(|n| {
+                let t = n.telemetry.as_ref()?;
+                Some((n.name.clone(), t.age_seconds(now_unix_seconds)))
+            })
+            .collect();
+        ages.sort_by(|a, b| a.0.cmp(&b.0));
+        ages
     }
 
     // === pods ===

@@ -73,6 +73,7 @@ pub fn gpu_node(node: &Node, settings: &ViewSettings) -> GpuNode {
             .filter(|p| !p.is_empty())
             .map(String::from),
         gpu_memory_bytes: label(GPU_MEMORY_LABEL).and_then(|m| gpu_memory(m, &name)),
+        telemetry: None,
         ready,
         name,
     }

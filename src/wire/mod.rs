@@ -58,13 +58,57 @@ pub struct ExtenderFilterResult<'a> {
     pub node_names: Option<Vec<Cow<'a, str>>>,
     /// Nodes rejected where preemption might help.
     #[serde(rename = "FailedNodes", default)]
-    pub failed_nodes: BTreeMap<String, String>,
+    pub failed_nodes: NodeMessages<'a>,
     /// Nodes rejected where preemption cannot help (takes precedence over `FailedNodes`).
     #[serde(rename = "FailedAndUnresolvableNodes", default)]
-    pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
+    pub failed_and_unresolvable_nodes: NodeMessages<'a>,
     /// A genuine failure of the call; empty otherwise (a non-empty error fails the whole cycle).
     #[serde(rename = "Error", default)]
     pub error: String,
+}
+
+/// A Go `map[string]string` of node name to message (`FailedNodesMap`), kept as a list in the
+/// order nodes were judged: cheaper than a sorted map for thousands of nodes, and JSON object
+/// order carries no meaning. Decodes `null` as empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeMessages<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl NodeMessages<'_> {
+    /// The message for `node`, if it was rejected.
+    pub fn get(&self, node: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, m)| m.as_ref())
+    }
+
+    /// Number of rejected nodes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No node was rejected.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for NodeMessages<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(n, m)| (n, m)))
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeMessages<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let map: Option<BTreeMap<String, String>> = Option::deserialize(de)?;
+        Ok(NodeMessages(
+            map.unwrap_or_default()
+                .into_iter()
+                .map(|(n, m)| (Cow::Owned(n), Cow::Owned(m)))
+                .collect(),
+        ))
+    }
 }
 
 /// One node's score (`HostPriority`). A prioritize answer is a bare JSON array of these.

@@ -5,12 +5,10 @@
 //! Severity order: `healthy < unknown < degraded < unhealthy` (a known problem outranks not
 //! knowing). Unsupported readings never change the grade; failed reads of a reading a rule
 //! needs make the GPU `unknown` at worst, never `healthy` by silence.
-//!
-//! The lead plans to move this file to `src/core/health.rs`.
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{field, GpuSample, NodeSample, ThrottleReason};
+use super::telemetry::{field, GpuSample, NodeSample, ThrottleReason};
 use crate::config::TelemetryConfig;
 
 /// A health state, ordered by severity (`Ord` follows declaration order).

@@ -5,12 +5,15 @@
 //! driver lacks it) or in `errors` (the read failed, with the reason), so a consumer can always
 //! tell "unsupported" from "broken". Ratios are 0..1, sizes bytes, power watts, clocks MHz.
 //! This module holds plain serde types only: no I/O, no clock, no grading logic.
+//!
+//! It also holds [`NodeTelemetry`], the compact per-node summary the extender keeps on each
+//! [`crate::core::GpuNode`] (built from a sample by the collector, read by filter/prioritize).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::health::Health;
+use super::health::{Health, HealthState};
 
 /// `apiVersion` of the snapshot document.
 pub const API_VERSION: &str = "rota.io/v1alpha1";
@@ -245,4 +248,141 @@ pub mod field {
     pub const COMPUTE_PROCESSES: &str = "computeProcesses";
     /// [`super::GpuSample::mig_enabled`].
     pub const MIG_ENABLED: &str = "migEnabled";
+}
+
+/// Where a node's telemetry summary came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TelemetrySource {
+    /// rota's own node agent (`/v1/telemetry`).
+    Agent,
+    /// NVIDIA dcgm-exporter (Prometheus text at `/metrics`).
+    DcgmExporter,
+}
+
+impl TelemetrySource {
+    /// Lower-case name for logs and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelemetrySource::Agent => "agent",
+            TelemetrySource::DcgmExporter => "dcgm-exporter",
+        }
+    }
+}
+
+/// One GPU as the scheduler sees it: the graded state and the readings scoring uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuCondition {
+    /// Device index on the node.
+    pub index: u32,
+    /// GPU UUID (`GPU-…`); empty when unknown.
+    pub uuid: String,
+    /// The grade.
+    pub state: HealthState,
+    /// Why, when not healthy.
+    pub reasons: Vec<String>,
+    /// Core temperature, °C.
+    pub temperature_celsius: Option<f64>,
+    /// Fraction of time a kernel ran, 0..1.
+    pub utilization_gpu_ratio: Option<f64>,
+    /// Framebuffer memory in use, bytes.
+    pub memory_used_bytes: Option<u64>,
+    /// Framebuffer memory in total, bytes.
+    pub memory_total_bytes: Option<u64>,
+}
+
+impl GpuCondition {
+    /// The summary of one graded GPU sample.
+    pub fn from_sample(gpu: &GpuSample) -> Self {
+        Self {
+            index: gpu.index,
+            uuid: gpu.uuid.clone(),
+            state: gpu.health.state,
+            reasons: gpu.health.reasons.clone(),
+            temperature_celsius: gpu.temperature_celsius,
+            utilization_gpu_ratio: gpu.utilization_gpu_ratio,
+            memory_used_bytes: gpu.memory_used_bytes,
+            memory_total_bytes: gpu.memory_total_bytes,
+        }
+    }
+
+    /// Free framebuffer as a fraction of the total, when both are known.
+    pub fn memory_free_ratio(&self) -> Option<f64> {
+        let total = self.memory_total_bytes.filter(|&t| t > 0)?;
+        let used = self.memory_used_bytes?.min(total);
+        Some((total - used) as f64 / total as f64)
+    }
+}
+
+/// A node's telemetry as the extender keeps it: the newest valid summary, when and from where
+/// it came, and why the latest poll failed, if it did.
+///
+/// Freshness is not stored: it is decided at decision time from `now` (see
+/// [`crate::core::health::reading`]), so data that stops arriving turns unknown on its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTelemetry {
+    /// Who reported it.
+    pub source: TelemetrySource,
+    /// When the newest valid sample was taken (unix seconds, the reporter's clock); `None`
+    /// when no valid sample ever arrived (the node's telemetry is then unknown).
+    pub sampled_at_unix_seconds: Option<f64>,
+    /// When the collector received that sample (unix seconds, the extender's clock).
+    pub received_at_unix_seconds: Option<f64>,
+    /// Whether NVML worked on the node.
+    pub nvml_available: bool,
+    /// GPUs bound to `vfio-pci` (passthrough; NVML cannot see them).
+    pub passthrough_gpus: u32,
+    /// The GPUs NVML sees, in index order.
+    pub gpus: Vec<GpuCondition>,
+    /// Why the latest poll failed, when it did (the data above is then from an earlier poll).
+    pub last_error: Option<String>,
+}
+
+impl NodeTelemetry {
+    /// The summary of a graded sample received at `received_at_unix_seconds`.
+    pub fn from_sample(
+        sample: &NodeSample,
+        source: TelemetrySource,
+        received_at_unix_seconds: f64,
+    ) -> Self {
+        Self {
+            source,
+            sampled_at_unix_seconds: Some(sample.sampled_at_unix_seconds),
+            received_at_unix_seconds: Some(received_at_unix_seconds),
+            nvml_available: sample.nvml_available,
+            passthrough_gpus: u32::try_from(sample.vfio_devices.len()).unwrap_or(u32::MAX),
+            gpus: sample.gpus.iter().map(GpuCondition::from_sample).collect(),
+            last_error: None,
+        }
+    }
+
+    /// A node whose reporter is known but has never sent valid data.
+    pub fn never_reported(source: TelemetrySource, error: impl Into<String>) -> Self {
+        Self {
+            source,
+            sampled_at_unix_seconds: None,
+            received_at_unix_seconds: None,
+            nvml_available: false,
+            passthrough_gpus: 0,
+            gpus: Vec::new(),
+            last_error: Some(error.into()),
+        }
+    }
+
+    /// This summary after a failed poll: the earlier data is kept (staleness decides when it
+    /// stops counting) and the failure is recorded.
+    pub fn with_error(&self, error: impl Into<String>) -> Self {
+        Self {
+            last_error: Some(error.into()),
+            ..self.clone()
+        }
+    }
+
+    /// Seconds since the sample was taken, at `now`; `None` when there is no sample. Negative
+    /// when the reporter's clock is ahead.
+    pub fn age_seconds(&self, now_unix_seconds: f64) -> Option<f64> {
+        self.sampled_at_unix_seconds.map(|at| now_unix_seconds - at)
+    }
 }
