@@ -131,6 +131,83 @@ impl Collector for ClusterCollector {
     }
 }
 
+/// Counters of the telemetry collector.
+#[derive(Clone, Debug)]
+pub struct TelemetryMetrics {
+    polls: IntCounterVec,
+}
+
+impl TelemetryMetrics {
+    /// Creates and registers `rota_telemetry_polls_total{result}`, with every result in
+    /// `results` (a bounded set of codes) present from the start at 0.
+    pub fn register(registry: &Registry, results: &[&str]) -> prometheus::Result<Self> {
+        let polls = IntCounterVec::new(
+            Opts::new(
+                "rota_telemetry_polls_total",
+                "Polls of GPU telemetry reporters by result (ok or an error code).",
+            ),
+            &["result"],
+        )?;
+        for result in results {
+            polls.with_label_values(&[*result]);
+        }
+        registry.register(Box::new(polls.clone()))?;
+        Ok(Self { polls })
+    }
+
+    /// Counts one poll with its result code.
+    pub fn observe_poll(&self, result: &str) {
+        self.polls.with_label_values(&[result]).inc();
+    }
+}
+
+/// `rota_telemetry_age_seconds{node}`: the age of each node's newest valid telemetry sample,
+/// computed from the view at scrape time. `+Inf` for a node whose reporter never sent valid
+/// data, so an alert on age catches it too. Node names are the label: bounded by the cluster's
+/// node count, as the issue asks.
+pub struct TelemetryAgeCollector {
+    view: Arc<ClusterView>,
+    desc: Desc,
+}
+
+impl TelemetryAgeCollector {
+    /// Registers the age gauge on `registry`.
+    pub fn register(registry: &Registry, view: Arc<ClusterView>) -> prometheus::Result<()> {
+        let desc = Self::gauge()?.desc()[0].clone();
+        registry.register(Box::new(Self { view, desc }))
+    }
+
+    fn gauge() -> prometheus::Result<GaugeVec> {
+        GaugeVec::new(
+            Opts::new(
+                "rota_telemetry_age_seconds",
+                "Seconds since the newest valid GPU telemetry sample of each node (+Inf: none yet).",
+            ),
+            &["node"],
+        )
+    }
+}
+
+impl Collector for TelemetryAgeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(gauge) = Self::gauge() else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let now = now.map_or(0.0, |d| d.as_secs_f64());
+        for (node, age) in self.view.telemetry_ages(now) {
+            // A reporter clock slightly ahead reads as age 0, not a negative age.
+            let value = age.map_or(f64::INFINITY, |a| a.max(0.0));
+            gauge.with_label_values(&[node.as_str()]).set(value);
+        }
+        gauge.collect()
+    }
+}
+
 /// Renders every metric of `registry` in the Prometheus text format.
 pub fn render(registry: &Registry) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * 1024);

@@ -59,7 +59,14 @@ fn jct(t: &Trace, out: &RunOutcome, i: usize) -> f64 {
 
 #[test]
 fn fifo_one_gpu_jobs_1_2_3_give_jcts_1_3_6() {
-    let t = trace(&[1.0], vec![job(0, 1, 1.0, 0.0), job(0, 1, 2.0, 0.0), job(0, 1, 3.0, 0.0)]);
+    let t = trace(
+        &[1.0],
+        vec![
+            job(0, 1, 1.0, 0.0),
+            job(0, 1, 2.0, 0.0),
+            job(0, 1, 3.0, 0.0),
+        ],
+    );
     let out = run(&t, 1, 1, PolicyKind::Fifo);
     let jcts: Vec<f64> = (0..3).map(|i| jct(&t, &out, i)).collect();
     assert_eq!(jcts, [1.0, 3.0, 6.0]);
@@ -77,7 +84,12 @@ fn fifo_respects_priority_then_arrival_with_backfill() {
     urgent.priority = 10;
     let t = trace(
         &[1.0],
-        vec![job(0, 1, 2.0, 0.0), job(0, 1, 10.0, 0.0), job(0, 2, 1.0, 0.5), urgent],
+        vec![
+            job(0, 1, 2.0, 0.0),
+            job(0, 1, 10.0, 0.0),
+            job(0, 2, 1.0, 0.5),
+            urgent,
+        ],
     );
     let out = run(&t, 2, 2, PolicyKind::Fifo);
     // At t=2 one GPU frees: the 2-GPU job (arrived 0.5) cannot fit, the urgent job (prio 10)
@@ -94,7 +106,10 @@ fn static_quota_is_never_exceeded_and_idle_quota_stays_idle() {
     let t = trace(&[1.0, 1.0], jobs);
     let out = run(&t, 16, 8, PolicyKind::Quota);
     let s = summarize(&t, &out, &[None, None]);
-    assert_eq!(s.tenants[0].peak_held, 8, "tenant 0 uses exactly its quota of 8");
+    assert_eq!(
+        s.tenants[0].peak_held, 8,
+        "tenant 0 uses exactly its quota of 8"
+    );
     assert_eq!(s.tenants[1].peak_held, 0);
     assert_eq!(s.jobs_unfinished, 0);
     // While tenant 1 is idle its 8 GPUs stay idle: utilisation at most one half.
@@ -106,7 +121,10 @@ fn static_quota_is_never_exceeded_and_idle_quota_stays_idle() {
 
 #[test]
 fn quota_leaves_gangs_larger_than_the_quota_unfinished() {
-    let t = trace(&[1.0, 3.0], vec![job(0, 8, 10.0, 0.0), job(1, 4, 10.0, 0.0)]);
+    let t = trace(
+        &[1.0, 3.0],
+        vec![job(0, 8, 10.0, 0.0), job(1, 4, 10.0, 0.0)],
+    );
     let out = run(&t, 16, 8, PolicyKind::Quota);
     assert_eq!(out.jobs[0].status, JobStatus::Pending);
     assert_eq!(out.jobs[1].status, JobStatus::Done);
@@ -145,9 +163,16 @@ fn identical_jobs_on_as_many_gpus_have_rho_one_under_work_conserving_policies() 
     // Static quota is work-conserving only for a single tenant, so it is checked that way.
     let n = 12;
     let single = trace(&[1.0], (0..n).map(|_| job(0, 1, 100.0, 0.0)).collect());
-    let s = summarize(&single, &run(&single, n as u32, 4, PolicyKind::Quota), &[None]);
+    let s = summarize(
+        &single,
+        &run(&single, n as u32, 4, PolicyKind::Quota),
+        &[None],
+    );
     assert_eq!((s.rho.max, s.rho.mean), (1.0, 1.0));
-    let t = trace(&[1.0, 2.0], (0..n).map(|i| job(i % 2, 1, 100.0, 0.0)).collect());
+    let t = trace(
+        &[1.0, 2.0],
+        (0..n).map(|i| job(i % 2, 1, 100.0, 0.0)).collect(),
+    );
     for kind in [PolicyKind::Fifo, PolicyKind::Fair, PolicyKind::Las] {
         let out = run(&t, n as u32, 4, kind);
         let s = summarize(&t, &out, &[None, None]);
@@ -192,8 +217,16 @@ fn two_tenants_2_to_1_on_30_gpus_hold_20_and_10_under_fair() {
     jobs.push(job(0, 1, 1.0, 4_000.0));
     let t = trace(&[2.0, 1.0], jobs);
     let s = summarize(&t, &run(&t, 30, 8, PolicyKind::Fair), &[None, None]);
-    assert!((s.tenants[0].mean_held - 20.0).abs() < 0.5, "{}", s.tenants[0].mean_held);
-    assert!((s.tenants[1].mean_held - 10.0).abs() < 0.5, "{}", s.tenants[1].mean_held);
+    assert!(
+        (s.tenants[0].mean_held - 20.0).abs() < 0.5,
+        "{}",
+        s.tenants[0].mean_held
+    );
+    assert!(
+        (s.tenants[1].mean_held - 10.0).abs() < 0.5,
+        "{}",
+        s.tenants[1].mean_held
+    );
     assert!(s.share_deviation < 0.02, "{}", s.share_deviation);
     // FIFO on the same trace ignores weights: 15/15, far from 20/10.
     let fifo = summarize(&t, &run(&t, 30, 8, PolicyKind::Fifo), &[None, None]);
@@ -204,14 +237,23 @@ fn two_tenants_2_to_1_on_30_gpus_hold_20_and_10_under_fair() {
 fn las_lets_a_short_job_preempt_a_long_one_at_a_restart_cost() {
     // One GPU; a long job starts, passes the first threshold (3,250 GPU-s), then a short job
     // arrives in queue 0 and preempts it.
-    let t = trace(&[1.0], vec![job(0, 1, 10_000.0, 0.0), job(0, 1, 100.0, 5_000.0)]);
+    let t = trace(
+        &[1.0],
+        vec![job(0, 1, 10_000.0, 0.0), job(0, 1, 100.0, 5_000.0)],
+    );
     let config = EngineConfig {
         restart_cost_seconds: 30.0,
         warmup_seconds: 0.0,
     };
     let cluster = ClusterSpec::homogeneous(1, 1);
-    let out =
-        run_policy(&t, &cluster, PolicyKind::Las, &config, &PolicyConfig::default()).unwrap();
+    let out = run_policy(
+        &t,
+        &cluster,
+        PolicyKind::Las,
+        &config,
+        &PolicyConfig::default(),
+    )
+    .unwrap();
     assert_eq!(jct(&t, &out, 1), 100.0);
     assert_eq!(out.jobs[0].preemptions, 1);
     assert_eq!(out.jobs[0].lost, 30.0);
@@ -219,7 +261,10 @@ fn las_lets_a_short_job_preempt_a_long_one_at_a_restart_cost() {
     let s = summarize(&t, &out, &[None]);
     assert_eq!((s.preemptions, s.lost_gpu_seconds), (1, 30.0));
     // A job still in queue 0 is not preempted by a newcomer of the same queue.
-    let t = trace(&[1.0], vec![job(0, 1, 3_000.0, 0.0), job(0, 1, 100.0, 1_000.0)]);
+    let t = trace(
+        &[1.0],
+        vec![job(0, 1, 3_000.0, 0.0), job(0, 1, 100.0, 1_000.0)],
+    );
     let out = run(&t, 1, 1, PolicyKind::Las);
     assert_eq!(out.jobs[0].preemptions, 0);
 }
@@ -255,7 +300,10 @@ fn same_seed_gives_byte_identical_summaries() {
 fn the_generator_is_deterministic() {
     let g = GeneratorConfig::default();
     assert_eq!(generate(&g), generate(&g));
-    let other = generate(&GeneratorConfig { seed: 2, ..g.clone() });
+    let other = generate(&GeneratorConfig {
+        seed: 2,
+        ..g.clone()
+    });
     assert_ne!(generate(&g).jobs, other.jobs);
 }
 
@@ -263,8 +311,14 @@ fn the_generator_is_deterministic() {
 fn rota_is_reported_as_pending() {
     let t = trace(&[1.0], vec![job(0, 1, 1.0, 0.0)]);
     let cluster = ClusterSpec::homogeneous(1, 1);
-    let err = run_policy(&t, &cluster, PolicyKind::Rota, &no_warmup(), &PolicyConfig::default())
-        .unwrap_err();
+    let err = run_policy(
+        &t,
+        &cluster,
+        PolicyKind::Rota,
+        &no_warmup(),
+        &PolicyConfig::default(),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "pending");
 }
 
@@ -320,10 +374,74 @@ fn rotation_with_quantum_q_finishes_two_equal_jobs_within_2l_minus_q_and_2l() {
         waiting: VecDeque::new(),
         running: Vec::new(),
     };
-    let out = engine::run(&t, &ClusterSpec::homogeneous(1, 1), &mut policy, &no_warmup());
+    let out = engine::run(
+        &t,
+        &ClusterSpec::homogeneous(1, 1),
+        &mut policy,
+        &no_warmup(),
+    );
     for s in &out.jobs {
         let c = s.completion.expect("completed");
         assert!((2.0 * l - q..=2.0 * l).contains(&c), "{c}");
         assert!(s.preemptions > 5);
     }
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: rota::sim::SimulateArgs,
+}
+
+fn cli(args: &[&str]) -> rota::sim::SimulateArgs {
+    use clap::Parser;
+    let argv = std::iter::once("simulate").chain(args.iter().copied());
+    Cli::try_parse_from(argv).expect("arguments parse").args
+}
+
+#[test]
+fn the_cli_writes_a_deterministic_summary_and_per_policy_csv() {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let summary = |name: &str| {
+        let dir = base.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = dir.to_str().unwrap();
+        rota::sim::run(cli(&[
+            "--jobs", "300", "--gpus", "16", "--seed", "3", "--out", out,
+        ]))
+        .expect("simulate runs");
+        let jobs = std::fs::read_to_string(dir.join("las-jobs.csv")).unwrap();
+        assert_eq!(jobs.lines().count(), 301);
+        let tenants = std::fs::read_to_string(dir.join("fair-tenants.csv")).unwrap();
+        assert_eq!(tenants.lines().count(), 5);
+        assert!(dir.join("timing.json").is_file());
+        std::fs::read(dir.join("summary.json")).unwrap()
+    };
+    let a = summary("sim-cli-a");
+    assert_eq!(a, summary("sim-cli-b"));
+    let json: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fifo", "quota", "fair", "las"]);
+}
+
+#[test]
+fn the_cli_rejects_what_it_cannot_do() {
+    assert!(rota::sim::run(cli(&["--jobs", "10", "--policies", "rota"])).is_err());
+    assert!(rota::sim::run(cli(&["--jobs", "10", "--from", "2017-10-01"])).is_err());
+    let missing = cli(&[
+        "--trace",
+        "/nonexistent/trace.csv",
+        "--trace-format",
+        "philly",
+    ]);
+    let err = rota::sim::run(missing).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/trace.csv"), "{err}");
+    use clap::Parser;
+    assert!(Cli::try_parse_from(["simulate", "--policies", "nope"]).is_err());
+    assert!(Cli::try_parse_from(["simulate", "--gpus", "8", "--cluster", "c.yaml"]).is_err());
 }

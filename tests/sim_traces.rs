@@ -11,8 +11,8 @@ use std::time::Instant;
 use rota::sim::trace::{format_datetime, load_philly, load_tiresias};
 use rota::sim::workload::load_cluster;
 use rota::sim::{
-    report, run_policy, summarize, tenant_alone_makespans, ClusterSpec, EngineConfig,
-    PolicyConfig, PolicyKind, Trace,
+    report, run_policy, summarize, tenant_alone_makespans, ClusterSpec, EngineConfig, PolicyConfig,
+    PolicyKind, Trace,
 };
 
 fn traces_dir() -> PathBuf {
@@ -25,7 +25,10 @@ fn trace_file(rel: &str) -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipping: {} is absent (see ../shared/traces/README.md)", path.display());
+        eprintln!(
+            "skipping: {} is absent (see ../shared/traces/README.md)",
+            path.display()
+        );
         None
     }
 }
@@ -40,7 +43,11 @@ fn philly_loader_counts_are_exact() {
     let Some(t) = philly() else { return };
     assert_eq!(t.jobs.len(), 52_849);
     assert_eq!(t.checks.rows, 52_849);
-    assert!(t.checks.gpu_time_mismatches.is_empty(), "{:?}", t.checks.gpu_time_mismatches);
+    assert!(
+        t.checks.gpu_time_mismatches.is_empty(),
+        "{:?}",
+        t.checks.gpu_time_mismatches
+    );
     let origin = t.origin_unix.expect("dated");
     assert_eq!(format_datetime(origin), "2017-09-04 10:30:41");
     let last = origin + t.jobs.last().unwrap().arrival as i64;
@@ -68,13 +75,24 @@ fn philly_loader_counts_are_exact() {
     let sizes: Vec<(u32, usize)> = t.jobs_per_gang_size().into_iter().collect();
     assert_eq!(
         sizes,
-        [(1, 50_188), (2, 904), (4, 945), (8, 713), (12, 7), (16, 65), (24, 4), (32, 23)]
+        [
+            (1, 50_188),
+            (2, 904),
+            (4, 945),
+            (8, 713),
+            (12, 7),
+            (16, 65),
+            (24, 4),
+            (32, 23)
+        ]
     );
 }
 
 #[test]
 fn philly_file_ends_with_a_newline_and_has_no_blank_rows() {
-    let Some(path) = trace_file("philly-vc/philly-sep-oct-2017.csv") else { return };
+    let Some(path) = trace_file("philly-vc/philly-sep-oct-2017.csv") else {
+        return;
+    };
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.ends_with('\n'));
     assert!(!text.lines().any(|l| l.trim().is_empty()));
@@ -82,37 +100,66 @@ fn philly_file_ends_with_a_newline_and_has_no_blank_rows() {
 
 #[test]
 fn tiresias_loader_counts_are_exact() {
-    let Some(path) = trace_file("tiresias/60_job.csv") else { return };
+    let Some(path) = trace_file("tiresias/60_job.csv") else {
+        return;
+    };
     let t = load_tiresias(&path).expect("the Tiresias trace loads");
     assert_eq!(t.jobs.len(), 60);
     assert_eq!(t.jobs.iter().map(|j| j.gpus as u64).sum::<u64>(), 170);
     assert_eq!(t.jobs.last().unwrap().arrival, 1_779.0);
     assert_eq!(t.jobs[0].arrival, 0.0);
-    let Some(spec) = trace_file("tiresias/cluster_spec.csv") else { return };
+    let Some(spec) = trace_file("tiresias/cluster_spec.csv") else {
+        return;
+    };
     let c = load_cluster(&spec).expect("cluster spec loads");
-    assert_eq!((c.capacity(), c.node_groups[0].count, c.node_groups[0].gpus_per_node), (64, 16, 4));
-    let Some(n32) = trace_file("tiresias/n32g4.csv") else { return };
+    assert_eq!(
+        (
+            c.capacity(),
+            c.node_groups[0].count,
+            c.node_groups[0].gpus_per_node
+        ),
+        (64, 16, 4)
+    );
+    let Some(n32) = trace_file("tiresias/n32g4.csv") else {
+        return;
+    };
     assert_eq!(load_cluster(&n32).unwrap().capacity(), 128);
 }
 
 #[test]
 fn tiresias_60_jobs_replay_under_every_policy() {
-    let (Some(jobs), Some(spec)) =
-        (trace_file("tiresias/60_job.csv"), trace_file("tiresias/cluster_spec.csv"))
-    else {
+    let (Some(jobs), Some(spec)) = (
+        trace_file("tiresias/60_job.csv"),
+        trace_file("tiresias/cluster_spec.csv"),
+    ) else {
         return;
     };
     let t = load_tiresias(&jobs).unwrap();
     let cluster = load_cluster(&spec).unwrap();
     let alone = tenant_alone_makespans(&t, &cluster);
-    for kind in [PolicyKind::Fifo, PolicyKind::Quota, PolicyKind::Fair, PolicyKind::Las] {
-        let out = run_policy(&t, &cluster, kind, &EngineConfig::default(), &PolicyConfig::default())
-            .unwrap();
+    for kind in [
+        PolicyKind::Fifo,
+        PolicyKind::Quota,
+        PolicyKind::Fair,
+        PolicyKind::Las,
+    ] {
+        let out = run_policy(
+            &t,
+            &cluster,
+            kind,
+            &EngineConfig::default(),
+            &PolicyConfig::default(),
+        )
+        .unwrap();
         let s = summarize(&t, &out, &alone);
         assert_eq!(s.jobs_unfinished, 0, "{kind:?}");
         // Every job runs at least its stand-alone duration.
         assert!(s.bounded_slowdown.p50 >= 1.0);
-        assert!(s.utilisation > 0.0 && s.utilisation <= 1.0, "{kind:?} {}", s.utilisation);
+        assert!(
+            s.utilisation > 0.0 && s.utilisation <= 1.0,
+            "{kind:?} {}",
+            s.utilisation
+        );
     }
 }
 
@@ -126,17 +173,76 @@ fn philly_replay_on_512_gpus() {
     let alone = tenant_alone_makespans(&t, &cluster);
     let mut summaries = Vec::new();
     let mut timing = Vec::new();
-    for kind in [PolicyKind::Fifo, PolicyKind::Quota, PolicyKind::Fair, PolicyKind::Las] {
+    for kind in [
+        PolicyKind::Fifo,
+        PolicyKind::Quota,
+        PolicyKind::Fair,
+        PolicyKind::Las,
+    ] {
         let started = Instant::now();
-        let out = run_policy(&t, &cluster, kind, &EngineConfig::default(), &PolicyConfig::default())
-            .unwrap();
+        let out = run_policy(
+            &t,
+            &cluster,
+            kind,
+            &EngineConfig::default(),
+            &PolicyConfig::default(),
+        )
+        .unwrap();
         let wall = started.elapsed().as_secs_f64();
         timing.push((wall, out.events as f64 / wall));
         summaries.push(summarize(&t, &out, &alone));
     }
     println!("{}", report::table(&summaries, &timing));
     let by = |name: &str| summaries.iter().find(|s| s.policy == name).unwrap();
-    assert!(by("las").jct.mean < by("fifo").jct.mean, "LAS beats FIFO on mean JCT");
+    assert!(
+        by("las").jct.mean < by("fifo").jct.mean,
+        "LAS beats FIFO on mean JCT"
+    );
     assert!(by("quota").utilisation < by("fifo").utilisation);
     assert!(by("fair").share_deviation < by("fifo").share_deviation);
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: rota::sim::SimulateArgs,
+}
+
+/// The runs behind `simulations/README.md`, through the CLI entry point: equal weights, weights
+/// proportional to GPU-hours, and October measured with September as warm-up. Output goes to
+/// `target/tmp/philly-*` (copy `summary.json`, `timing.json` and `*-tenants.csv` from there).
+#[test]
+#[ignore = "long: run in release with --ignored --nocapture"]
+fn philly_cli_runs_for_the_readme() {
+    use clap::Parser;
+    let Some(path) = trace_file("philly-vc/philly-sep-oct-2017.csv") else {
+        return;
+    };
+    let trace = path.to_str().unwrap();
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let runs: [(&str, &[&str]); 3] = [
+        ("philly-512-equal", &[]),
+        ("philly-512-gpuhours", &["--weights", "gpu-hours"]),
+        (
+            "philly-512-october",
+            &["--weights", "gpu-hours", "--warmup-hours", "637.4886"],
+        ),
+    ];
+    for (name, extra) in runs {
+        let out = tmp.join(name);
+        let mut argv = vec!["simulate", "--trace", trace, "--trace-format", "philly"];
+        argv.extend([
+            "--gpus",
+            "512",
+            "--gpus-per-node",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        argv.extend_from_slice(extra);
+        println!("== {name}: rota {}", argv.join(" "));
+        let args = Cli::try_parse_from(argv).unwrap().args;
+        rota::sim::run(args).unwrap();
+        assert!(out.join("summary.json").is_file());
+    }
 }

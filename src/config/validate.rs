@@ -376,7 +376,10 @@ fn check_collector(t: &TelemetryConfig, p: &mut Problems) {
         );
     }
     p.at_least_one("telemetry.agentPort", u64::from(t.agent_port));
-    p.at_least_one("telemetry.dcgmExporterPort", u64::from(t.dcgm_exporter_port));
+    p.at_least_one(
+        "telemetry.dcgmExporterPort",
+        u64::from(t.dcgm_exporter_port),
+    );
     p.at_least_one("telemetry.pollTimeoutSeconds", t.poll_timeout_seconds);
 }
 
@@ -386,7 +389,9 @@ fn label_selector(selector: &str) -> Result<(), String> {
     for term in selector.split(',').map(str::trim) {
         let bad = |why: String| Err(format!("term {term:?}: {why}"));
         if term.contains(" in ") || term.contains(" notin ") || term.contains('(') {
-            return bad("only equality terms (key=value, key!=value, key, !key) are supported".into());
+            return bad(
+                "only equality terms (key=value, key!=value, key, !key) are supported".into(),
+            );
         }
         let (key, value) = match term.split_once("!=").or_else(|| term.split_once("==")) {
             Some(pair) => (pair.0, Some(pair.1)),
@@ -580,5 +585,43 @@ mod tests {
             "{text}"
         );
         assert_eq!(spread_warning(Vec::new()), None);
+    }
+
+    #[test]
+    fn collector_settings_are_checked() {
+        for ok in [
+            "app=rota-agent",
+            "app.kubernetes.io/name==rota-agent,tier!=test",
+            "gpu",
+            "!cpu-only",
+        ] {
+            assert_eq!(label_selector(ok), Ok(()), "{ok}");
+        }
+        for bad in ["app in (a,b)", "=x", "a=b c", "a/b/c=d"] {
+            assert!(label_selector(bad).is_err(), "{bad}");
+        }
+        let mut config = RotaConfig::default();
+        config.telemetry.agent_selector = " ".into();
+        config.telemetry.agent_port = 0;
+        config.telemetry.poll_timeout_seconds = 0;
+        config.telemetry.dcgm_exporter_selector = "app in (x)".into();
+        let errors = config.validate().expect_err("invalid collector settings");
+        let paths: Vec<&str> = errors.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "telemetry.agentSelector",
+                "telemetry.dcgmExporterSelector",
+                "telemetry.agentPort",
+                "telemetry.pollTimeoutSeconds"
+            ]
+        );
+        let mut slow = RotaConfig::default();
+        slow.telemetry.poll_timeout_seconds = 6;
+        let warnings = slow.validate().expect("valid").warnings();
+        assert!(
+            warnings[0].starts_with("telemetry.pollTimeoutSeconds: "),
+            "{warnings:?}"
+        );
     }
 }

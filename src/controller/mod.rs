@@ -12,6 +12,16 @@
 //! Pods are watched with a field selector that drops terminal phases: a pod that finishes then
 //! arrives as a `Delete`, which releases its GPUs like any other delete.
 //! Must not: write to the API server, or make decisions (`core` does).
+//!
+//! Telemetry lives beside the watchers: `agents` discovers the GPU telemetry reporters (pods
+//! with the agent's label), `collector` polls them into the view, and `dcgm` reads
+//! dcgm-exporter pages.
+
+pub mod agents;
+pub mod collector;
+pub mod dcgm;
+pub mod leader;
+pub mod ledger_store;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

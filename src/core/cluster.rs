@@ -239,7 +239,10 @@ mod tests {
         let mut c = ClusterSnapshot::new();
         c.upsert_node(node("n1", 8));
         assert!(c.set_telemetry("n1", Some(telemetry())));
-        assert!(!c.set_telemetry("n1", Some(telemetry())), "equal is no change");
+        assert!(
+            !c.set_telemetry("n1", Some(telemetry())),
+            "equal is no change"
+        );
         assert!(!c.set_telemetry("ghost", Some(telemetry())));
         c.upsert_node(node("n1", 4));
         assert_eq!(c.node("n1").unwrap().telemetry, Some(telemetry()));

@@ -272,7 +272,9 @@ pub fn water_fill(capacity: f64, demands: &[f64], weights: &[f64]) -> Vec<f64> {
 /// Buffers of one water-fill, reused across the fills of one call.
 #[derive(Default)]
 struct FillBuf {
-    order: Vec<usize>,
+    /// `(d/w, index)` of tenants with demand, sorted; the ratio is precomputed so sorting
+    /// does no division.
+    order: Vec<(f64, usize)>,
     suffix: Vec<f64>,
 }
 
@@ -286,24 +288,28 @@ impl FillBuf {
         }
         let order = &mut self.order;
         order.clear();
-        order.extend((0..d.len()).filter(|&i| d[i] > 0.0));
-        order.sort_unstable_by(|&a, &b| (d[a] / w[a]).total_cmp(&(d[b] / w[b])).then(a.cmp(&b)));
+        order.extend(
+            (0..d.len())
+                .filter(|&i| d[i] > 0.0)
+                .map(|i| (d[i] / w[i], i)),
+        );
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         // Suffix sums of weights avoid cancellation when weights differ by orders of magnitude.
         let suffix = &mut self.suffix;
         suffix.clear();
         suffix.resize(order.len() + 1, 0.0);
         for k in (0..order.len()).rev() {
-            suffix[k] = suffix[k + 1] + w[order[k]];
+            suffix[k] = suffix[k + 1] + w[order[k].1];
         }
         out.iter_mut().for_each(|x| *x = 0.0);
         let mut left = capacity;
-        for (k, &i) in order.iter().enumerate() {
+        for (k, &(_, i)) in order.iter().enumerate() {
             let level = left / suffix[k];
             if d[i] <= w[i] * level {
                 out[i] = d[i];
                 left -= d[i];
             } else {
-                for &j in &order[k..] {
+                for &(_, j) in &order[k..] {
                     out[j] = w[j] * level;
                 }
                 return;

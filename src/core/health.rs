@@ -5,11 +5,18 @@
 //! Severity order: `healthy < unknown < degraded < unhealthy` (a known problem outranks not
 //! knowing). Unsupported readings never change the grade; failed reads of a reading a rule
 //! needs make the GPU `unknown` at worst, never `healthy` by silence.
+//!
+//! The second half judges a node's stored telemetry at decision time ([`reading`], [`gate`]
+//! and the score components): freshness is decided from the `now` the caller passes, so stale
+//! data turns unknown without anyone rewriting it, and unknown never counts as healthy.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::telemetry::{field, GpuSample, NodeSample, ThrottleReason};
-use crate::config::TelemetryConfig;
+use super::model::{GpuNode, GpuPod};
+use super::telemetry::{field, GpuCondition, GpuSample, NodeSample, NodeTelemetry, ThrottleReason};
+use crate::config::{TelemetryConfig, UnknownTelemetryPolicy};
 
 /// A health state, ordered by severity (`Ord` follows declaration order).
 #[derive(
@@ -174,6 +181,276 @@ fn unknown_rules(gpu: &GpuSample, health: &mut Health) {
             health.add(HealthState::Unknown, format!("{name} unreadable: {error}"));
         }
     }
+}
+
+// === node telemetry at decision time ===
+
+/// How far a reporter's clock may run ahead of the extender's before its sample is suspect and
+/// counts as unknown. NTP keeps nodes within milliseconds; seconds of slack absorb jitter only.
+pub const MAX_CLOCK_AHEAD_SECONDS: f64 = 5.0;
+
+/// Health component of a node whose telemetry is unknown: below healthy (1), equal to
+/// degraded, so unknown never outranks known-good.
+pub const UNKNOWN_HEALTH_SCORE: f64 = 0.5;
+
+/// What a decision needs to judge telemetry: the thresholds and the decision time.
+#[derive(Clone, Copy, Debug)]
+pub struct TelemetryRules<'c> {
+    /// Staleness limit, temperature threshold and unknown policy.
+    pub config: &'c TelemetryConfig,
+    /// The decision time, unix seconds (core never reads a clock).
+    pub now_unix_seconds: f64,
+}
+
+/// Why a node's telemetry counts as unknown.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnknownCause<'a> {
+    /// A reporter is known but no valid sample has arrived; the latest poll error, if any.
+    NeverReported(Option<&'a str>),
+    /// The newest valid sample is older than `telemetry.staleAfterSeconds`.
+    Stale {
+        /// Age of the sample at decision time.
+        age_seconds: f64,
+        /// The configured limit.
+        limit_seconds: u64,
+    },
+    /// The sample is stamped in the future beyond [`MAX_CLOCK_AHEAD_SECONDS`].
+    FromTheFuture {
+        /// How far ahead.
+        ahead_seconds: f64,
+    },
+    /// The agent reports NVML unavailable and no passthrough GPUs.
+    NvmlUnavailable,
+    /// NVML works but reports no GPU.
+    NoGpus,
+}
+
+impl fmt::Display for UnknownCause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnknownCause::NeverReported(Some(err)) => write!(f, "no valid report yet: {err}"),
+            UnknownCause::NeverReported(None) => f.write_str("no valid report yet"),
+            UnknownCause::Stale {
+                age_seconds,
+                limit_seconds,
+            } => write!(
+                f,
+                "last report {age_seconds:.0} s old, limit {limit_seconds} s"
+            ),
+            UnknownCause::FromTheFuture { ahead_seconds } => {
+                write!(f, "report stamped {ahead_seconds:.0} s in the future")
+            }
+            UnknownCause::NvmlUnavailable => f.write_str("NVML unavailable on the node"),
+            UnknownCause::NoGpus => f.write_str("NVML reports no GPU"),
+        }
+    }
+}
+
+/// A node's telemetry as a decision sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reading<'a> {
+    /// No agent or exporter known: decide from the Node object alone, exactly as without
+    /// telemetry (no gate, no penalty).
+    Absent,
+    /// A fresh report from a node whose GPUs are all bound to `vfio-pci` (NVML cannot see
+    /// them): capacity comes from the Node object, with no penalty.
+    Unobserved,
+    /// A reporter is known, but its data is missing, stale, suspect or empty.
+    Unknown(UnknownCause<'a>),
+    /// Fresh per-GPU data.
+    Fresh(&'a NodeTelemetry),
+}
+
+/// Judges `node`'s stored telemetry at `rules.now_unix_seconds`.
+pub fn reading<'a>(node: &'a GpuNode, rules: &TelemetryRules<'_>) -> Reading<'a> {
+    let Some(t) = node.telemetry.as_deref() else {
+        return Reading::Absent;
+    };
+    let Some(age) = t.age_seconds(rules.now_unix_seconds) else {
+        return Reading::Unknown(UnknownCause::NeverReported(t.last_error.as_deref()));
+    };
+    let limit = rules.config.stale_after_seconds;
+    if age > limit as f64 || age.is_nan() {
+        let cause = UnknownCause::Stale {
+            age_seconds: age,
+            limit_seconds: limit,
+        };
+        return Reading::Unknown(cause);
+    }
+    if -age > MAX_CLOCK_AHEAD_SECONDS {
+        let cause = UnknownCause::FromTheFuture {
+            ahead_seconds: -age,
+        };
+        return Reading::Unknown(cause);
+    }
+    match (t.gpus.is_empty(), t.passthrough_gpus > 0, t.nvml_available) {
+        (false, _, _) => Reading::Fresh(t),
+        (true, true, _) => Reading::Unobserved,
+        (true, false, false) => Reading::Unknown(UnknownCause::NvmlUnavailable),
+        (true, false, true) => Reading::Unknown(UnknownCause::NoGpus),
+    }
+}
+
+/// The filter's telemetry verdict on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Telemetry raises no objection.
+    Pass,
+    /// Rejected for now: the healthy GPUs could cover the pod once running pods leave, so
+    /// preemption may help (`FailedNodes`).
+    Hold(String),
+    /// Rejected for good: too few healthy GPUs, or unknown telemetry under the `reject`
+    /// policy (`FailedAndUnresolvableNodes`).
+    Reject(String),
+}
+
+/// Whether the node's usable GPUs (allocatable minus unhealthy; degraded still usable) can
+/// take `pod`, and what to do with unknown telemetry.
+pub fn gate(node: &GpuNode, pod: &GpuPod, rules: &TelemetryRules<'_>) -> Gate {
+    match reading(node, rules) {
+        Reading::Absent | Reading::Unobserved => Gate::Pass,
+        Reading::Unknown(cause) => match rules.config.unknown_policy {
+            UnknownTelemetryPolicy::Allow => Gate::Pass,
+            UnknownTelemetryPolicy::Reject => Gate::Reject(format!(
+                "rota: node GPU telemetry is unknown ({cause}) and telemetry.unknownPolicy is reject"
+            )),
+        },
+        Reading::Fresh(t) => shortfall(node, pod, t),
+    }
+}
+
+/// Allocatable `resource` slots left once unhealthy GPUs are taken out. Time-slicing or MPS
+/// advertise several slots per GPU, so each unhealthy GPU removes `allocatable / gpus` slots;
+/// the minimum keeps a GPU the device plugin already withdrew from being counted twice.
+pub fn usable(node: &GpuNode, resource: &str, t: &NodeTelemetry) -> u64 {
+    let allocatable = node.allocatable.get(resource).copied().unwrap_or(0);
+    let physical = t.gpus.len() as u64;
+    let unhealthy = unhealthy_gpus(t).count() as u64;
+    if physical == 0 || unhealthy == 0 {
+        return allocatable;
+    }
+    let per_gpu = (allocatable / physical).max(1);
+    allocatable.min((physical - unhealthy) * per_gpu)
+}
+
+fn unhealthy_gpus(t: &NodeTelemetry) -> impl Iterator<Item = &GpuCondition> {
+    t.gpus.iter().filter(|g| g.state == HealthState::Unhealthy)
+}
+
+/// The gate for fresh data: only unhealthy GPUs can make rota reject (plain lack of free GPUs
+/// is kube-scheduler's own check).
+fn shortfall(node: &GpuNode, pod: &GpuPod, t: &NodeTelemetry) -> Gate {
+    if unhealthy_gpus(t).next().is_none() {
+        return Gate::Pass;
+    }
+    for (resource, &wanted) in &pod.requests {
+        if node.allocatable.get(resource).copied().unwrap_or(0) == 0 {
+            continue;
+        }
+        let usable = usable(node, resource, t);
+        let used = node.used.get(resource).copied().unwrap_or(0);
+        let free = usable.saturating_sub(used);
+        if free >= wanted {
+            continue;
+        }
+        let reason = format!(
+            "rota: node has {free} usable free {}, the pod needs {wanted}: {}",
+            if free == 1 { "GPU" } else { "GPUs" },
+            unhealthy_list(t)
+        );
+        return if usable >= wanted {
+            Gate::Hold(reason)
+        } else {
+            Gate::Reject(reason)
+        };
+    }
+    Gate::Pass
+}
+
+/// `GPU 3 (GPU-5d1c7a52…) unhealthy: XID 79; GPU 5 (…) unhealthy: …`.
+fn unhealthy_list(t: &NodeTelemetry) -> String {
+    let parts: Vec<String> = unhealthy_gpus(t)
+        .map(|g| {
+            let uuid: String = g.uuid.chars().take(12).collect();
+            let more = if g.uuid.chars().count() > 12 {
+                "…"
+            } else {
+                ""
+            };
+            let why = if g.reasons.is_empty() {
+                "no reason given".to_string()
+            } else {
+                g.reasons.join(", ")
+            };
+            format!("GPU {} ({uuid}{more}) unhealthy: {why}", g.index)
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// Health score component in 0..1: the mean over GPUs of healthy 1, degraded 0.5, unknown
+/// 0.5, unhealthy 0; [`UNKNOWN_HEALTH_SCORE`] for unknown telemetry; `None` without telemetry.
+pub fn health_score(reading: &Reading<'_>) -> Option<f64> {
+    match reading {
+        Reading::Absent | Reading::Unobserved => None,
+        Reading::Unknown(_) => Some(UNKNOWN_HEALTH_SCORE),
+        Reading::Fresh(t) => {
+            let sum: f64 = t.gpus.iter().map(|g| gpu_health_score(g.state)).sum();
+            Some(sum / t.gpus.len().max(1) as f64)
+        }
+    }
+}
+
+fn gpu_health_score(state: HealthState) -> f64 {
+    match state {
+        HealthState::Healthy => 1.0,
+        HealthState::Degraded | HealthState::Unknown => 0.5,
+        HealthState::Unhealthy => 0.0,
+    }
+}
+
+/// Thermal headroom component in 0..1: `(max − hottest) / max` over the node's GPUs, with `max`
+/// the degraded threshold; `None` without fresh temperatures.
+pub fn thermal_score(reading: &Reading<'_>, max_celsius: f64) -> Option<f64> {
+    let Reading::Fresh(t) = reading else {
+        return None;
+    };
+    let hottest = t
+        .gpus
+        .iter()
+        .filter_map(|g| g.temperature_celsius)
+        .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))?;
+    (max_celsius > 0.0).then(|| ((max_celsius - hottest) / max_celsius).clamp(0.0, 1.0))
+}
+
+/// Measured idle capacity in 0..1 for GPUs shared by time-slicing or MPS (some requested
+/// resource advertises more slots than the GPUs telemetry sees): the mean over GPUs of
+/// `(idle ratio + free memory ratio) / 2`, each part only where measured. `None` for whole
+/// GPUs or without measurements.
+pub fn shared_idle_score(reading: &Reading<'_>, node: &GpuNode, pod: &GpuPod) -> Option<f64> {
+    let Reading::Fresh(t) = reading else {
+        return None;
+    };
+    let physical = t.gpus.len() as u64;
+    let shared = pod
+        .requests
+        .keys()
+        .any(|r| node.allocatable.get(r).is_some_and(|&a| a > physical));
+    if !shared {
+        return None;
+    }
+    let (mut sum, mut count) = (0.0, 0usize);
+    for gpu in &t.gpus {
+        let idle = gpu.utilization_gpu_ratio.map(|u| 1.0 - u.clamp(0.0, 1.0));
+        let value = match (idle, gpu.memory_free_ratio()) {
+            (Some(a), Some(b)) => (a + b) / 2.0,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => continue,
+        };
+        sum += value;
+        count += 1;
+    }
+    (count > 0).then(|| sum / count as f64)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 pub mod cluster;
 pub mod fairshare;
 pub mod health;
-pub mod model;
 pub mod ledger;
+pub mod model;
 pub mod placement;
 pub mod preemption;
 pub mod quantity;

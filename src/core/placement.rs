@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::config::ScoringConfig;
 
 use super::cluster::ClusterSnapshot;
+use super::health::{self, Gate, TelemetryRules};
 use super::model::{GpuNode, GpuPod};
 
 /// The extender's score range (`MaxExtenderPriority`).
@@ -29,6 +30,9 @@ pub struct FilterOutcome<'n> {
     /// aggregate identical reasons into "N node(s) …" in the pod's events; nodes with the same
     /// reason share one string.
     pub unresolvable: Vec<(&'n str, Arc<str>)>,
+    /// Nodes rejected for now (preempting running pods could make room: their healthy GPUs
+    /// are busy while unhealthy ones are free), with a reason.
+    pub failed: Vec<(&'n str, Arc<str>)>,
 }
 
 /// Decides which of `candidates` the pod may run on.
@@ -36,10 +40,12 @@ pub fn filter<'n>(
     cluster: &ClusterSnapshot,
     pod: &GpuPod,
     candidates: &[&'n str],
+    telemetry: &TelemetryRules<'_>,
 ) -> FilterOutcome<'n> {
     let mut out = FilterOutcome {
         passed: Vec::with_capacity(candidates.len()),
         unresolvable: Vec::new(),
+        failed: Vec::new(),
     };
     if !pod.wants_gpus() {
         out.passed.extend_from_slice(candidates);
@@ -64,7 +70,11 @@ pub fn filter<'n>(
             .or_insert_with(|| placement_problem(node, pod).map(Arc::from));
         match verdict {
             Some(reason) => out.unresolvable.push((name, reason.clone())),
-            None => out.passed.push(name),
+            None => match health::gate(node, pod, telemetry) {
+                Gate::Pass => out.passed.push(name),
+                Gate::Hold(reason) => out.failed.push((name, reason.into())),
+                Gate::Reject(reason) => out.unresolvable.push((name, reason.into())),
+            },
         }
     }
     out
@@ -118,6 +128,7 @@ pub fn prioritize(
     pod: &GpuPod,
     candidates: &[&str],
     weights: &ScoringConfig,
+    telemetry: &TelemetryRules<'_>,
 ) -> Vec<i64> {
     if !pod.wants_gpus() {
         return vec![0; candidates.len()];
@@ -125,10 +136,36 @@ pub fn prioritize(
     candidates
         .iter()
         .map(|&name| match cluster.node(name) {
-            Some(node) => combine(&[(weights.packing, packing(node, pod))]),
+            Some(node) => score(node, pod, weights, telemetry),
             None => 0,
         })
         .collect()
+}
+
+/// One node's score: packing, plus health, thermal headroom and (on shared GPUs) measured idle
+/// capacity where telemetry provides them. A component without data is left out of the mean
+/// (weight 0), so a node without telemetry scores on packing alone, as before telemetry.
+pub fn score(
+    node: &GpuNode,
+    pod: &GpuPod,
+    weights: &ScoringConfig,
+    telemetry: &TelemetryRules<'_>,
+) -> i64 {
+    let reading = health::reading(node, telemetry);
+    let max_celsius = telemetry.config.max_temperature_celsius;
+    let optional = |weight: f64, value: Option<f64>| value.map_or((0.0, 0.0), |v| (weight, v));
+    combine(&[
+        (weights.packing, packing(node, pod)),
+        optional(weights.health, health::health_score(&reading)),
+        optional(
+            weights.thermal,
+            health::thermal_score(&reading, max_celsius),
+        ),
+        optional(
+            weights.utilisation,
+            health::shared_idle_score(&reading, node, pod),
+        ),
+    ])
 }
 
 /// Best fit: the fuller the node is after placement, the better, so whole nodes stay free for
@@ -187,6 +224,17 @@ mod tests {
 
     const GPU: &str = "nvidia.com/gpu";
 
+    static TELEMETRY: std::sync::LazyLock<crate::config::TelemetryConfig> =
+        std::sync::LazyLock::new(Default::default);
+
+    /// Nodes in these tests carry no telemetry, so the decision time does not matter.
+    fn rules() -> TelemetryRules<'static> {
+        TelemetryRules {
+            config: &TELEMETRY,
+            now_unix_seconds: 0.0,
+        }
+    }
+
     fn node(name: &str, gpus: u64, product: Option<&str>, mem_gib: Option<u64>) -> GpuNode {
         GpuNode {
             name: name.into(),
@@ -233,7 +281,7 @@ mod tests {
     fn gpu_model_annotation_filters_by_substring() {
         let mut p = pod("p", 1, None);
         p.placement.gpu_models = vec!["h100".into(), "A100".into()];
-        let out = filter(&cluster(), &p, &["h100", "t4", "bare", "unknown"]);
+        let out = filter(&cluster(), &p, &["h100", "t4", "bare", "unknown"], &rules());
         assert_eq!(out.passed, vec!["h100", "unknown"]);
         let reasons: Vec<_> = out.unresolvable.iter().map(|(n, _)| *n).collect();
         assert_eq!(reasons, vec!["t4", "bare"]);
@@ -245,7 +293,7 @@ mod tests {
     fn min_memory_annotation_filters() {
         let mut p = pod("p", 1, None);
         p.placement.min_gpu_memory_bytes = Some(24 << 30);
-        let out = filter(&cluster(), &p, &["h100", "t4", "bare"]);
+        let out = filter(&cluster(), &p, &["h100", "t4", "bare"], &rules());
         assert_eq!(out.passed, vec!["h100"]);
         assert!(out.unresolvable[0].1.contains("16.0 GiB"));
     }
@@ -254,7 +302,7 @@ mod tests {
     fn malformed_annotations_reject_every_node_with_the_reason() {
         let mut p = pod("p", 1, None);
         p.placement.errors = vec!["rota.io/min-gpu-memory: \"lots\" is bad".into()];
-        let out = filter(&cluster(), &p, &["h100", "t4"]);
+        let out = filter(&cluster(), &p, &["h100", "t4"], &rules());
         assert!(out.passed.is_empty());
         assert!(out.unresolvable.iter().all(|(_, r)| r.contains("lots")));
     }
@@ -262,9 +310,15 @@ mod tests {
     #[test]
     fn pods_without_gpus_pass_untouched_with_equal_scores() {
         let p = pod("cpu", 0, None);
-        let out = filter(&cluster(), &p, &["h100", "t4"]);
+        let out = filter(&cluster(), &p, &["h100", "t4"], &rules());
         assert_eq!(out.passed, vec!["h100", "t4"]);
-        let scores = prioritize(&cluster(), &p, &["h100", "t4"], &ScoringConfig::default());
+        let scores = prioritize(
+            &cluster(),
+            &p,
+            &["h100", "t4"],
+            &ScoringConfig::default(),
+            &rules(),
+        );
         assert_eq!(scores[0], scores[1]);
     }
 
@@ -279,6 +333,7 @@ mod tests {
             &p,
             &["h100", "h100b", "bare", "missing"],
             &ScoringConfig::default(),
+            &rules(),
         );
         // h100b becomes full (10), bare becomes full (10), h100 keeps 6 of 8 free, missing is
         // unscored.
@@ -289,7 +344,8 @@ mod tests {
                 &c,
                 &pod("big", 4, None),
                 &["bare"],
-                &ScoringConfig::default()
+                &ScoringConfig::default(),
+                &rules()
             ),
             vec![0]
         );

@@ -65,6 +65,8 @@ pub struct Priority<K = WorkloadKey> {
     pub arrival: f64,
     /// The key, for a deterministic total order.
     pub key: K,
+    /// The entry's GPUs: no part of the order, carried so the gate's O(n) scan does no lookups.
+    pub gpus: u64,
 }
 
 impl<K: Ord> Ord for Priority<K> {
@@ -144,6 +146,7 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
             standing: tenant.standing,
             arrival: entry.arrival,
             key: entry.key.clone(),
+            gpus: entry.gpus,
         };
         self.queues
             .entry(entry.resource.clone())
@@ -387,10 +390,10 @@ pub fn admit<K: Clone + Eq + Hash + Ord>(
     };
     let mut ahead = 0usize;
     let mut needed = entry.gpus;
-    for (k, p) in heap.iter() {
+    for (_, p) in heap.iter() {
         if p > mine {
             ahead += 1;
-            needed = needed.saturating_add(queue.get(k).map_or(0, |e| e.gpus));
+            needed = needed.saturating_add(p.gpus);
         }
     }
     let free = free.get(&entry.resource).copied().unwrap_or(0);

@@ -9,8 +9,11 @@ use anyhow::Context as _;
 use prometheus::Registry;
 
 use crate::config::{self, ValidConfig};
+use crate::controller::agents::{self, AgentDirectory, Discovery, Target};
+use crate::controller::collector::{self, Collector, CollectorOptions};
+use crate::core::telemetry::TelemetrySource;
 use crate::http::{self, ServerOptions, TlsFiles};
-use crate::metrics::ClusterCollector;
+use crate::metrics::{ClusterCollector, TelemetryAgeCollector, TelemetryMetrics};
 use crate::state::{ClusterView, ViewSettings};
 
 use super::{Context, Extender};
@@ -52,6 +55,11 @@ pub struct ExtenderOptions {
     /// PEM private key for --tls-cert-file.
     #[arg(long, requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// Poll GPU telemetry of node NODE at URL (repeatable): `http://HOST:PORT` for a rota
+    /// agent, `…/metrics` for a dcgm-exporter. For `--cluster none` and demos; with a cluster,
+    /// agents are found by `telemetry.agentSelector` and these take precedence.
+    #[arg(long = "agent", value_name = "NODE=URL")]
+    pub agents: Vec<Target>,
 }
 
 impl ExtenderOptions {
@@ -78,15 +86,36 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
     let view = Arc::new(ClusterView::new(ViewSettings::from_config(&config)));
     let registry = Registry::new();
     ClusterCollector::register(&registry, view.clone()).context("registering metrics")?;
+    TelemetryAgeCollector::register(&registry, view.clone()).context("registering metrics")?;
+    let telemetry_metrics = TelemetryMetrics::register(&registry, &collector::POLL_RESULTS)
+        .context("registering metrics")?;
+    let directory = Arc::new(AgentDirectory::new(options.agents.clone()));
 
     match options.cluster {
         ClusterMode::Kube => {
             let client = kube::Client::try_default().await.context(
                 "connecting to the Kubernetes API (use --cluster none to run without one)",
             )?;
-            tokio::spawn(watch_forever(client, view.clone()));
+            tokio::spawn(watch_forever(client.clone(), view.clone()));
+            for discovery in discoveries(&config) {
+                tokio::spawn(discover_forever(
+                    client.clone(),
+                    discovery,
+                    directory.clone(),
+                ));
+            }
         }
         ClusterMode::None => view.set_synced(true),
+    }
+    if options.cluster == ClusterMode::Kube || !options.agents.is_empty() {
+        let collector_options = CollectorOptions::from_config(&config.telemetry);
+        let collector = Collector::new(
+            view.clone(),
+            directory,
+            collector_options,
+            Some(telemetry_metrics),
+        );
+        tokio::spawn(collector.run());
     }
 
     let ctx = Context {
@@ -126,6 +155,40 @@ async fn watch_forever(client: kube::Client, view: Arc<ClusterView>) {
     }
 }
 
+/// The reporter watchers the config asks for: agents always, dcgm-exporter when selected.
+fn discoveries(config: &ValidConfig) -> Vec<Discovery> {
+    let t = &config.telemetry;
+    let mut out = vec![Discovery {
+        selector: t.agent_selector.clone(),
+        port: t.agent_port,
+        source: TelemetrySource::Agent,
+    }];
+    if !t.dcgm_exporter_selector.is_empty() {
+        out.push(Discovery {
+            selector: t.dcgm_exporter_selector.clone(),
+            port: t.dcgm_exporter_port,
+            source: TelemetrySource::DcgmExporter,
+        });
+    }
+    out
+}
+
+/// Keeps one reporter watcher running (it returns only if its stream ends).
+async fn discover_forever(
+    client: kube::Client,
+    discovery: Discovery,
+    directory: Arc<AgentDirectory>,
+) {
+    loop {
+        agents::watch_reporters(client.clone(), discovery.clone(), directory.clone()).await;
+        tracing::error!(
+            source = discovery.source.as_str(),
+            "Reporter watch stream ended; restarting."
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ValidConfig> {
     match path {
         Some(path) => config::load(path).with_context(|| format!("loading {}", path.display())),
@@ -133,5 +196,51 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ValidConfig> {
             tracing::info!("No --config given: using the embedded defaults.");
             Ok(ValidConfig::default())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        extender: ExtenderOptions,
+    }
+
+    #[test]
+    fn agent_flags_repeat_and_bad_ones_are_refused() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from([
+            "rota",
+            "--cluster",
+            "none",
+            "--agent",
+            "n1=http://127.0.0.1:9402",
+            "--agent",
+            "n2=http://127.0.0.1:9400/metrics",
+        ])
+        .unwrap();
+        let agents = &cli.extender.agents;
+        assert_eq!(agents.len(), 2);
+        assert_eq!(agents[0].url, "http://127.0.0.1:9402/v1/telemetry");
+        assert_eq!(agents[1].source, TelemetrySource::DcgmExporter);
+        assert!(Cli::try_parse_from(["rota", "--agent", "n1"]).is_err());
+        let defaults = Cli::try_parse_from(["rota"]).unwrap();
+        assert!(defaults.extender.agents.is_empty());
+    }
+
+    #[test]
+    fn dcgm_discovery_is_opt_in() {
+        let config = ValidConfig::default();
+        let sources: Vec<TelemetrySource> = discoveries(&config).iter().map(|d| d.source).collect();
+        assert_eq!(sources, [TelemetrySource::Agent]);
+        let yaml = "telemetry: {dcgmExporterSelector: app=nvidia-dcgm-exporter}";
+        let config = crate::config::parse(yaml).unwrap();
+        let found = discoveries(&config);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].port, 9400);
+        assert_eq!(found[1].selector, "app=nvidia-dcgm-exporter");
     }
 }

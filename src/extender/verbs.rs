@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates};
 use crate::core::{placement, GpuPod};
 use crate::state::translate;
@@ -114,7 +115,8 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
-    let outcome = placement::filter(&ctx.view.read(), &pod, &names);
+    let now = unix_now();
+    let outcome = placement::filter(&ctx.view.read(), &pod, &names, &telemetry_rules(ctx, now));
 
     let nodes = candidates.raw.map(|raw| NodeList {
         items: keep_passed(&names, &raw, &outcome.passed),
@@ -122,7 +124,13 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let result = ExtenderFilterResult {
         nodes,
         node_names: Some(outcome.passed.iter().map(|&n| Cow::Borrowed(n)).collect()),
-        failed_nodes: NodeMessages::default(),
+        failed_nodes: NodeMessages(
+            outcome
+                .failed
+                .iter()
+                .map(|(n, reason)| (Cow::Borrowed(*n), Cow::Borrowed(reason.as_ref())))
+                .collect(),
+        ),
         failed_and_unresolvable_nodes: NodeMessages(
             outcome
                 .unresolvable
@@ -143,7 +151,14 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
-    let scores = placement::prioritize(&ctx.view.read(), &pod, &names, &ctx.config.scoring);
+    let now = unix_now();
+    let scores = placement::prioritize(
+        &ctx.view.read(),
+        &pod,
+        &names,
+        &ctx.config.scoring,
+        &telemetry_rules(ctx, now),
+    );
 
     let list: Vec<HostPriority> = names
         .iter()
@@ -306,4 +321,18 @@ fn keep_passed<'a>(names: &[&str], raw: &[&'a RawValue], passed: &[&str]) -> Vec
         }
     }
     kept
+}
+
+/// Telemetry thresholds and the decision time for the core (which never reads a clock).
+fn telemetry_rules(ctx: &Context, now_unix_seconds: f64) -> TelemetryRules<'_> {
+    TelemetryRules {
+        config: &ctx.config.telemetry,
+        now_unix_seconds,
+    }
+}
+
+/// Wall-clock time as unix seconds (0 before 1970: telemetry then reads unknown, never healthy).
+fn unix_now() -> f64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0.0, |d| d.as_secs_f64())
 }

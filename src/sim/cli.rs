@@ -61,7 +61,12 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
     /// Policies to compare, comma-separated (`rota` is not available yet).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "fifo,quota,fair,las")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "fifo,quota,fair,las"
+    )]
     pub policies: Vec<PolicyKind>,
     /// rota config file: tenant weights (`tenants`, `defaultTenantWeight`) override `--weights`.
     #[arg(long, value_name = "FILE")]
@@ -101,6 +106,9 @@ pub struct SimulateArgs {
 /// Runs `rota simulate`: loads or generates the workload, replays it under each policy, prints
 /// a table and writes the files asked for.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.policies.contains(&PolicyKind::Rota) {
+        bail!(super::PolicyError::Pending("rota"));
+    }
     let cluster = cluster_spec(&args)?;
     let mut trace = load_input(&args, cluster.capacity())?;
     apply_weights(&mut trace, &args)?;
@@ -196,15 +204,18 @@ fn sniff(file: &Path) -> anyhow::Result<TraceFormat> {
     if ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml") {
         return Ok(TraceFormat::Workload);
     }
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let header = text.lines().next().unwrap_or("");
     if header.starts_with("timestamp,") {
         Ok(TraceFormat::Philly)
     } else if header.starts_with("job_id,") {
         Ok(TraceFormat::Tiresias)
     } else {
-        bail!("{}: cannot tell the trace format; pass --trace-format", file.display())
+        bail!(
+            "{}: cannot tell the trace format; pass --trace-format",
+            file.display()
+        )
     }
 }
 
@@ -236,7 +247,11 @@ fn apply_weights(trace: &mut Trace, args: &SimulateArgs) -> anyhow::Result<()> {
 fn describe(trace: &Trace, cluster: &ClusterSpec, engine: &EngineConfig) -> String {
     let span = trace.jobs.last().map_or(0.0, |j| j.arrival);
     let c = cluster.capacity() as f64;
-    let load = if span > 0.0 { trace.gpu_seconds() / (c * span) } else { 0.0 };
+    let load = if span > 0.0 {
+        trace.gpu_seconds() / (c * span)
+    } else {
+        0.0
+    };
     let dates = match trace.origin_unix {
         Some(o) => format!(
             " from {} to {}",
@@ -268,8 +283,14 @@ fn write_policy_files(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let name = &summary.policy;
-    write(&dir.join(format!("{name}-jobs.csv")), &report::jobs_csv(trace, outcome))?;
-    write(&dir.join(format!("{name}-tenants.csv")), &report::tenants_csv(summary))
+    write(
+        &dir.join(format!("{name}-jobs.csv")),
+        &report::jobs_csv(trace, outcome),
+    )?;
+    write(
+        &dir.join(format!("{name}-tenants.csv")),
+        &report::tenants_csv(summary),
+    )
 }
 
 fn write_summaries(
@@ -291,7 +312,10 @@ fn write_summaries(
         "policies": timing,
         "peak_rss_bytes": peak_rss_bytes(),
     });
-    write(&dir.join("timing.json"), &(serde_json::to_string_pretty(&timing)? + "\n"))
+    write(
+        &dir.join("timing.json"),
+        &(serde_json::to_string_pretty(&timing)? + "\n"),
+    )
 }
 
 fn write(file: &Path, text: &str) -> anyhow::Result<()> {

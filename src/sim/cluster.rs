@@ -224,7 +224,9 @@ impl SimCluster {
     /// A node with the most free GPUs in `pool`.
     fn emptiest(&self, pool: usize) -> Option<u32> {
         let buckets = &self.pools[pool].buckets;
-        (1..buckets.len()).rev().find_map(|f| buckets[f].last().copied())
+        (1..buckets.len())
+            .rev()
+            .find_map(|f| buckets[f].last().copied())
     }
 
     /// Moves node `id` to the bucket for `free` and keeps the totals in step.
@@ -305,8 +307,16 @@ mod tests {
     fn gangs_never_span_models() {
         let spec = ClusterSpec {
             node_groups: vec![
-                NodeGroup { count: 1, gpus_per_node: 4, model: "a".into() },
-                NodeGroup { count: 1, gpus_per_node: 4, model: "b".into() },
+                NodeGroup {
+                    count: 1,
+                    gpus_per_node: 4,
+                    model: "a".into(),
+                },
+                NodeGroup {
+                    count: 1,
+                    gpus_per_node: 4,
+                    model: "b".into(),
+                },
             ],
         };
         let mut c = SimCluster::new(&spec);

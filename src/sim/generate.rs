@@ -76,9 +76,20 @@ pub fn generate(config: &GeneratorConfig) -> Trace {
     let mut jobs = Vec::with_capacity(config.jobs);
     for i in 0..config.jobs {
         let vm = rng.uniform() < config.vm_share;
-        let gpus = if vm { 1 } else { GANG_SIZES[rng.categorical(&sizes)].0 };
-        let (median, sigma) = if vm { (8.0 * 3600.0, 1.0) } else { (1200.0, 1.8) };
-        let duration = rng.log_normal(median, sigma).clamp(1.0, MAX_DURATION).round();
+        let gpus = if vm {
+            1
+        } else {
+            GANG_SIZES[rng.categorical(&sizes)].0
+        };
+        let (median, sigma) = if vm {
+            (8.0 * 3600.0, 1.0)
+        } else {
+            (1200.0, 1.8)
+        };
+        let duration = rng
+            .log_normal(median, sigma)
+            .clamp(1.0, MAX_DURATION)
+            .round();
         jobs.push(JobSpec {
             name: format!("{}-{i}", if vm { "vm" } else { "job" }),
             tenant: rng.categorical(&rates),
@@ -86,7 +97,11 @@ pub fn generate(config: &GeneratorConfig) -> Trace {
             duration,
             arrival: 0.0,
             priority: 0,
-            kind: if vm { WorkloadKind::VirtualMachine } else { WorkloadKind::Job },
+            kind: if vm {
+                WorkloadKind::VirtualMachine
+            } else {
+                WorkloadKind::Job
+            },
         });
     }
     // Rate such that the offered GPU-seconds per second equal load × C.
@@ -122,7 +137,10 @@ mod tests {
         assert!((load - cfg.load).abs() < 0.15, "{load}");
         let singles = trace.jobs.iter().filter(|j| j.gpus == 1).count();
         assert!(singles as f64 > 0.7 * trace.jobs.len() as f64);
-        assert!(trace.jobs.iter().any(|j| j.kind == WorkloadKind::VirtualMachine));
+        assert!(trace
+            .jobs
+            .iter()
+            .any(|j| j.kind == WorkloadKind::VirtualMachine));
         assert!(trace.jobs.iter().any(|j| j.gpus == 16));
     }
 }

@@ -71,7 +71,10 @@ pub fn tenant_alone_makespans(trace: &Trace, cluster: &ClusterSpec) -> Vec<Optio
                 .jobs
                 .iter()
                 .filter(|j| j.tenant == t)
-                .map(|j| JobSpec { tenant: 0, ..j.clone() })
+                .map(|j| JobSpec {
+                    tenant: 0,
+                    ..j.clone()
+                })
                 .collect();
             let largest = jobs.iter().map(|j| j.gpus).max()?;
             if largest > gpus {
@@ -81,7 +84,11 @@ pub fn tenant_alone_makespans(trace: &Trace, cluster: &ClusterSpec) -> Vec<Optio
             let spec = ClusterSpec::homogeneous(gpus, per_node);
             let mut fifo = policy::Fifo::default();
             let run = engine::run(&alone, &spec, &mut fifo, &config);
-            let last = run.jobs.iter().filter_map(|j| j.completion).fold(0.0, f64::max);
+            let last = run
+                .jobs
+                .iter()
+                .filter_map(|j| j.completion)
+                .fold(0.0, f64::max);
             Some(last)
         })
         .collect()

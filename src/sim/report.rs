@@ -324,6 +324,9 @@ pub struct PolicySummary {
     pub utilisation: f64,
     /// Useful GPU-seconds.
     pub useful_gpu_seconds: f64,
+    /// Mean share of the GPUs held over the steady window (busy, lost work included): the
+    /// utilisation while the trace is arriving, without the drain's tail.
+    pub busy_share_window: f64,
     /// Time average of Σ|held − entitled| / (2C) over the steady window.
     pub share_deviation: f64,
     /// Jain's index over tenants of received/entitled while backlogged.
@@ -390,8 +393,17 @@ pub fn summarize(trace: &Trace, run: &RunOutcome, alone: &[Option<f64>]) -> Poli
         makespan_seconds: makespan,
         drain_seconds: (last_completion - last_arrival).max(0.0),
         drain_jobs: completions.filter(|&t| t > last_arrival).count(),
-        utilisation: if c > 0.0 && makespan > 0.0 { useful / (c * makespan) } else { 0.0 },
+        utilisation: if c > 0.0 && makespan > 0.0 {
+            useful / (c * makespan)
+        } else {
+            0.0
+        },
         useful_gpu_seconds: useful,
+        busy_share_window: if c > 0.0 {
+            tenants.iter().map(|t| t.mean_held).sum::<f64>() / c
+        } else {
+            0.0
+        },
         share_deviation: if rec.covered > 0.0 && c > 0.0 {
             rec.deviation / rec.covered / (2.0 * c)
         } else {
@@ -457,7 +469,11 @@ fn tenant_summaries(
             let shared = last[t] - first[t];
             TenantSummary {
                 name: trace.tenants[t].name.clone(),
-                weight: if total_w > 0.0 { trace.tenants[t].weight / total_w } else { 0.0 },
+                weight: if total_w > 0.0 {
+                    trace.tenants[t].weight / total_w
+                } else {
+                    0.0
+                },
                 jobs: jobs[t],
                 gpu_hours: gpu_s[t] / HOUR,
                 mean_held: ratio(acc.held_time, rec.covered).unwrap_or(0.0),
@@ -552,14 +568,14 @@ pub fn tenants_csv(summary: &PolicySummary) -> String {
 /// A fixed-width table, one row per policy; `timing[i]` is `(wall seconds, events/s)` of row i.
 pub fn table(summaries: &[PolicySummary], timing: &[(f64, f64)]) -> String {
     let mut out = format!(
-        "{:<8} {:>9} {:>9} {:>9} {:>10} {:>8} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>8} {:>10}\n",
-        "policy", "jct_mean", "jct_p50", "jct_p95", "queue_mean", "slowdn", "util", "sdev",
+        "{:<8} {:>9} {:>9} {:>9} {:>10} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>8} {:>10}\n",
+        "policy", "jct_mean", "jct_p50", "jct_p95", "queue_mean", "slowdn", "util", "busy", "sdev",
         "jain", "rho_max", "rho>1.1", "ttfs_s", "preem", "wall_s", "events/s"
     );
     for (i, s) in summaries.iter().enumerate() {
         let (wall, rate) = timing.get(i).copied().unwrap_or((0.0, 0.0));
         out.push_str(&format!(
-            "{:<8} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>8.2} {:>6.3} {:>6.3} {:>6.3} {:>7.2} {:>8.3} {:>7.0} {:>6} {:>8.3} {:>10.0}\n",
+            "{:<8} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>8.2} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7.2} {:>8.3} {:>7.0} {:>6} {:>8.3} {:>10.0}\n",
             s.policy,
             s.jct.mean,
             s.jct.p50,
@@ -567,6 +583,7 @@ pub fn table(summaries: &[PolicySummary], timing: &[(f64, f64)]) -> String {
             s.queueing_delay.mean,
             s.bounded_slowdown.mean,
             s.utilisation,
+            s.busy_share_window,
             s.share_deviation,
             s.jain_index,
             s.rho.max,

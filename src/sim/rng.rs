@@ -80,16 +80,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_sequence_and_seeds_differ() {
-        let a: Vec<u64> = (0..5).map({
-            let mut r = SplitMix64::new(7);
-            move |_| r.next_u64()
-        })
-        .collect();
-        let b: Vec<u64> = (0..5).map({
-            let mut r = SplitMix64::new(7);
-            move |_| r.next_u64()
-        })
-        .collect();
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = SplitMix64::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..5)
+            .map({
+                let mut r = SplitMix64::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut other = SplitMix64::new(8);
         assert_eq!(a, b);
         assert_ne!(a[0], other.next_u64());
@@ -107,7 +109,9 @@ mod tests {
         ln.sort_by(f64::total_cmp);
         let median = ln[n / 2];
         assert!((median - 100.0).abs() < 5.0, "{median}");
-        let picks = (0..n).filter(|_| r.categorical(&[1.0, 0.0, 3.0]) == 2).count();
+        let picks = (0..n)
+            .filter(|_| r.categorical(&[1.0, 0.0, 3.0]) == 2)
+            .count();
         assert!((picks as f64 / n as f64 - 0.75).abs() < 0.02);
     }
 }

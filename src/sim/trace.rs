@@ -194,19 +194,22 @@ fn csv_rows<'a>(text: &'a str, file: &Path, header: &[&str]) -> Result<Vec<Row<'
             seen_header = true;
             let names: Vec<&str> = fields.iter().map(|(_, f)| f.trim()).collect();
             if names != header {
-                return Err(format_error(file, line, 1, format!(
-                    "expected header `{}`, found `{content}`",
-                    header.join(",")
-                )));
+                return Err(format_error(
+                    file,
+                    line,
+                    1,
+                    format!("expected header `{}`, found `{content}`", header.join(",")),
+                ));
             }
             continue;
         }
         if fields.len() != header.len() {
-            return Err(format_error(file, line, 1, format!(
-                "expected {} fields, found {}",
-                header.len(),
-                fields.len()
-            )));
+            return Err(format_error(
+                file,
+                line,
+                1,
+                format!("expected {} fields, found {}", header.len(), fields.len()),
+            ));
         }
         rows.push(Row { line, fields });
     }
@@ -222,7 +225,12 @@ fn csv_rows<'a>(text: &'a str, file: &Path, header: &[&str]) -> Result<Vec<Row<'
 fn split_fields<'a>(content: &'a str, line: u64, file: &Path) -> Result<Vec<(u64, &'a str)>> {
     if let Some(pos) = content.find('"') {
         let column = content[..pos].chars().count() as u64 + 1;
-        return Err(format_error(file, line, column, "quoted CSV fields are not supported".into()));
+        return Err(format_error(
+            file,
+            line,
+            column,
+            "quoted CSV fields are not supported".into(),
+        ));
     }
     let mut out = Vec::new();
     let mut column = 1u64;
@@ -254,20 +262,28 @@ impl Row<'_> {
     fn float(&self, file: &Path, i: usize, what: &str) -> Result<f64> {
         match self.text(i).parse::<f64>() {
             Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-            _ => Err(self.error(file, i, format!(
-                "{what}: expected a finite number ≥ 0, found `{}`",
-                self.text(i)
-            ))),
+            _ => Err(self.error(
+                file,
+                i,
+                format!(
+                    "{what}: expected a finite number ≥ 0, found `{}`",
+                    self.text(i)
+                ),
+            )),
         }
     }
 
     fn gpus(&self, file: &Path, i: usize) -> Result<u32> {
         match self.text(i).parse::<u32>() {
             Ok(n) if n >= 1 => Ok(n),
-            _ => Err(self.error(file, i, format!(
-                "GPU count: expected a whole number ≥ 1, found `{}`",
-                self.text(i)
-            ))),
+            _ => Err(self.error(
+                file,
+                i,
+                format!(
+                    "GPU count: expected a whole number ≥ 1, found `{}`",
+                    self.text(i)
+                ),
+            )),
         }
     }
 }
@@ -325,10 +341,14 @@ pub fn parse_philly(text: &str, file: &Path) -> Result<Trace> {
     let mut mismatches = Vec::new();
     for row in &rows {
         let Some(submitted) = parse_datetime(row.text(0)) else {
-            return Err(row.error(file, 0, format!(
-                "timestamp: expected `YYYY-MM-DD HH:MM:SS`, found `{}`",
-                row.text(0)
-            )));
+            return Err(row.error(
+                file,
+                0,
+                format!(
+                    "timestamp: expected `YYYY-MM-DD HH:MM:SS`, found `{}`",
+                    row.text(0)
+                ),
+            ));
         };
         let duration = row.float(file, 1, "duration")?;
         let gpus = row.gpus(file, 2)?;
@@ -502,9 +522,18 @@ mod tests {
         let t = parse_datetime("2017-09-04 10:30:41").unwrap();
         assert_eq!(t, 1_504_521_041);
         assert_eq!(format_datetime(t), "2017-09-04 10:30:41");
-        assert_eq!(parse_datetime("2017-10-01"), parse_datetime("2017-10-01 00:00:00"));
+        assert_eq!(
+            parse_datetime("2017-10-01"),
+            parse_datetime("2017-10-01 00:00:00")
+        );
         assert_eq!(parse_datetime("2016-02-29T00:00:00"), Some(1_456_704_000));
-        for bad in ["2017-02-29", "2017-13-01", "x", "2017-01-01 25:00:00", "2017-1-1 1:2"] {
+        for bad in [
+            "2017-02-29",
+            "2017-13-01",
+            "x",
+            "2017-01-01 25:00:00",
+            "2017-1-1 1:2",
+        ] {
             assert_eq!(parse_datetime(bad), None, "{bad}");
         }
     }
@@ -525,17 +554,27 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_column() {
-        let text = "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-01 00:00:00,3.0,zero,3,a\n";
+        let text =
+            "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-01 00:00:00,3.0,zero,3,a\n";
         let err = parse_philly(text, p()).unwrap_err().to_string();
         assert!(err.starts_with("t.csv:2:25:"), "{err}");
         let err = parse_philly("a,b\n", p()).unwrap_err().to_string();
-        assert!(err.contains("t.csv:1:1") && err.contains("expected header"), "{err}");
+        assert!(
+            err.contains("t.csv:1:1") && err.contains("expected header"),
+            "{err}"
+        );
         let err = parse_philly("", p()).unwrap_err();
         assert_eq!(err.code(), "invalid");
         let text = "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-01 00:00:00,3.0,1\n";
-        assert!(parse_philly(text, p()).unwrap_err().to_string().contains("expected 5 fields"));
+        assert!(parse_philly(text, p())
+            .unwrap_err()
+            .to_string()
+            .contains("expected 5 fields"));
         let text = "timestamp,duration,num_gpus,gpu_time,cluster\n\"x\",1,1,1,a\n";
-        assert!(parse_philly(text, p()).unwrap_err().to_string().contains("quoted"));
+        assert!(parse_philly(text, p())
+            .unwrap_err()
+            .to_string()
+            .contains("quoted"));
     }
 
     #[test]
@@ -543,7 +582,13 @@ mod tests {
         let text = "job_id,num_gpu,submit_time,iterations,model_name,duration,interval\r\n\
                     0,1,0,606,vgg19,164,30\r\n1,8,30,133,vgg11,147,23\r\n2,2,53,157,resnet50,127,26";
         let t = parse_tiresias(text, p()).unwrap();
-        assert_eq!(t.tenants.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["resnet", "vgg"]);
+        assert_eq!(
+            t.tenants
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["resnet", "vgg"]
+        );
         assert_eq!(t.jobs[1].gpus, 8);
         assert_eq!(t.jobs[2].duration, 127.0);
         assert_eq!(t.origin_unix, None);
@@ -554,7 +599,9 @@ mod tests {
         let text = "timestamp,duration,num_gpus,gpu_time,cluster\n\
                     2017-10-01 00:00:00,1,1,1,a\n2017-10-02 00:00:00,1,1,1,a\n2017-10-03 00:00:00,1,1,1,a\n";
         let t = parse_philly(text, p()).unwrap();
-        let w = t.window(parse_datetime("2017-10-02"), parse_datetime("2017-10-03")).unwrap();
+        let w = t
+            .window(parse_datetime("2017-10-02"), parse_datetime("2017-10-03"))
+            .unwrap();
         assert_eq!(w.jobs.len(), 1);
         assert_eq!(w.jobs[0].arrival, 0.0);
         assert_eq!(w.origin_unix, parse_datetime("2017-10-02"));

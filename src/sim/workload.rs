@@ -127,7 +127,10 @@ pub fn parse_workload(text: &str, file: &Path) -> Result<Trace> {
             return Err(invalid(file, format!("tenants[{i}].weight: must be > 0")));
         }
         if tenants.iter().any(|x| x.name == t.name) {
-            return Err(invalid(file, format!("tenants[{i}].name: `{}` listed twice", t.name)));
+            return Err(invalid(
+                file,
+                format!("tenants[{i}].name: `{}` listed twice", t.name),
+            ));
         }
         tenants.push(TenantSpec {
             name: t.name.clone(),
@@ -150,7 +153,11 @@ pub fn parse_workload(text: &str, file: &Path) -> Result<Trace> {
         for k in 0..w.count {
             let base = w.name.clone().unwrap_or_else(|| format!("w{i}"));
             jobs.push(JobSpec {
-                name: if w.count == 1 { base } else { format!("{base}-{k}") },
+                name: if w.count == 1 {
+                    base
+                } else {
+                    format!("{base}-{k}")
+                },
                 tenant,
                 gpus: w.gpus,
                 duration: w.duration_seconds,
@@ -192,7 +199,10 @@ fn check_entry(w: &WorkloadEntry, i: usize, file: &Path) -> Result<()> {
 /// `nodeGroups: [{count, gpusPerNode, model}]`.
 pub fn load_cluster(file: &Path) -> Result<ClusterSpec> {
     let text = read(file)?;
-    if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+    if file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
         parse_tiresias_cluster(&text, file)
     } else {
         parse_cluster(&text, file)
@@ -216,7 +226,13 @@ pub fn parse_tiresias_cluster(text: &str, file: &Path) -> Result<ClusterSpec> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    let header = ["num_switch", "num_node_p_switch", "num_gpu_p_node", "num_cpu_p_node", "mem_p_node"];
+    let header = [
+        "num_switch",
+        "num_node_p_switch",
+        "num_gpu_p_node",
+        "num_cpu_p_node",
+        "mem_p_node",
+    ];
     match lines.next() {
         Some((_, h)) if h.split(',').map(str::trim).eq(header) => {}
         _ => {
@@ -253,7 +269,9 @@ pub fn parse_tiresias_cluster(text: &str, file: &Path) -> Result<ClusterSpec> {
             model: "gpu".into(),
         });
     }
-    let spec = ClusterSpec { node_groups: groups };
+    let spec = ClusterSpec {
+        node_groups: groups,
+    };
     if spec.capacity() == 0 {
         return Err(invalid(file, "the cluster has no GPUs".into()));
     }
@@ -273,7 +291,13 @@ mod tests {
         let text = "tenants:\n  - {name: a, weight: 2}\nworkloads:\n  - {tenant: a, gpus: 2, durationSeconds: 10, count: 3, everySeconds: 5}\n  - {tenant: b, kind: vm, gpus: 1, durationSeconds: 100, arrivalSeconds: 1}\n";
         let t = parse_workload(text, p()).unwrap();
         assert_eq!(t.jobs.len(), 4);
-        assert_eq!(t.tenants[1], TenantSpec { name: "b".into(), weight: 1.0 });
+        assert_eq!(
+            t.tenants[1],
+            TenantSpec {
+                name: "b".into(),
+                weight: 1.0
+            }
+        );
         let arrivals: Vec<f64> = t.jobs.iter().map(|j| j.arrival).collect();
         assert_eq!(arrivals, [0.0, 1.0, 5.0, 10.0]);
         assert_eq!(t.jobs[1].kind, WorkloadKind::VirtualMachine);
@@ -281,11 +305,17 @@ mod tests {
 
     #[test]
     fn errors_carry_position_or_path() {
-        let err = parse_workload("workloads:\n  - {tenant: a, gpus: x, durationSeconds: 1}\n", p())
-            .unwrap_err();
+        let err = parse_workload(
+            "workloads:\n  - {tenant: a, gpus: x, durationSeconds: 1}\n",
+            p(),
+        )
+        .unwrap_err();
         assert!(matches!(err, LoadError::Format { line: 2, .. }), "{err}");
-        let err = parse_workload("workloads:\n  - {tenant: a, gpus: 0, durationSeconds: 1}\n", p())
-            .unwrap_err();
+        let err = parse_workload(
+            "workloads:\n  - {tenant: a, gpus: 0, durationSeconds: 1}\n",
+            p(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("workloads[0].gpus"), "{err}");
         assert!(parse_workload("workloads: [", p()).is_err());
         assert!(parse_workload("bogus: 1\nworkloads: []\n", p()).is_err());
@@ -296,10 +326,28 @@ mod tests {
         let c = parse_cluster("nodeGroups:\n  - {count: 2, gpusPerNode: 8, model: H100}\n  - {count: 3, gpusPerNode: 4}\n", p()).unwrap();
         assert_eq!(c.capacity(), 28);
         assert_eq!(c.node_groups[1].model, "gpu");
-        let t = parse_tiresias_cluster("num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,16,4,128,254", p()).unwrap();
+        let t = parse_tiresias_cluster(
+            "num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,16,4,128,254",
+            p(),
+        )
+        .unwrap();
         assert_eq!(t.capacity(), 64);
-        let err = parse_tiresias_cluster("num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,x,4,1,1\n", p()).unwrap_err();
-        assert!(matches!(err, LoadError::Format { line: 2, column: 3, .. }), "{err}");
+        let err = parse_tiresias_cluster(
+            "num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,x,4,1,1\n",
+            p(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LoadError::Format {
+                    line: 2,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(parse_cluster("nodeGroups: []\n", p()).is_err());
     }
 }

@@ -296,3 +296,39 @@ impl ClusterView {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::telemetry::TelemetrySource;
+
+    fn node(gpus: u64) -> GpuNode {
+        GpuNode {
+            name: "n1".into(),
+            ready: true,
+            allocatable: [("nvidia.com/gpu".to_string(), gpus)].into(),
+            ..GpuNode::default()
+        }
+    }
+
+    #[test]
+    fn telemetry_is_kept_across_node_updates_and_bumps_once_per_batch() {
+        let view = ClusterView::new(ViewSettings::from_config(&ValidConfig::default()));
+        view.apply_gpu_node(node(8));
+        let t = Arc::new(NodeTelemetry::never_reported(TelemetrySource::Agent, "x"));
+        let before = view.generation();
+        view.set_telemetry_many(vec![
+            ("n1".to_string(), Some(t.clone())),
+            ("ghost".to_string(), Some(t.clone())),
+        ]);
+        assert_eq!(view.generation(), before + 1);
+        // The same Node again (no telemetry on it) is no change and keeps the telemetry.
+        view.apply_gpu_node(node(8));
+        assert_eq!(view.generation(), before + 1);
+        view.apply_gpu_node(node(4));
+        assert_eq!(view.read().node("n1").unwrap().telemetry, Some(t));
+        assert_eq!(view.telemetry_ages(0.0), vec![("n1".to_string(), None)]);
+        view.set_telemetry("n1", None);
+        assert_eq!(view.read().node("n1").unwrap().telemetry, None);
+    }
+}

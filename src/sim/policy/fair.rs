@@ -40,7 +40,12 @@ impl Policy for Fair {
                 break;
             }
             let mut best: Option<(Standing, Rank, u32, usize)> = None;
-            for (t, q) in self.queues.iter().enumerate().filter(|(_, q)| !q.is_empty()) {
+            for (t, q) in self
+                .queues
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| !q.is_empty())
+            {
                 let Some((r, g)) = q.first_fitting(fit) else {
                     continue;
                 };

@@ -40,7 +40,12 @@ impl Policy for Quota {
         loop {
             let fit = sim.largest_fit();
             let mut best: Option<(Rank, u32, usize)> = None;
-            for (t, q) in self.queues.iter().enumerate().filter(|(_, q)| !q.is_empty()) {
+            for (t, q) in self
+                .queues
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| !q.is_empty())
+            {
                 let room = quota_of(sim, t).saturating_sub(sim.tenants()[t].held);
                 if let Some((r, g)) = q.first_fitting(fit.min(room)) {
                     if best.is_none_or(|(b, _, _)| r < b) {
