@@ -35,6 +35,9 @@ enum Command {
     Extender(rota::extender::ExtenderOptions),
     /// Sample the GPUs of this node through NVML and serve telemetry (a DaemonSet).
     Agent(rota::agent::AgentArgs),
+    /// Replay a workload trace through the scheduling policies and compare fairness and
+    /// efficiency (offline; with no arguments, a built-in synthetic workload).
+    Simulate(rota::sim::SimulateArgs),
     /// Work with RotaConfig files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -67,6 +70,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Extender(options) => runtime()?.block_on(rota::extender::run(options)),
         Command::Agent(args) => runtime()?.block_on(rota::agent::run(args)),
+        Command::Simulate(args) => rota::sim::run(args),
         Command::Config(ConfigCommand::Check { file }) => {
             print!("{}", rota::config::check_report(&file)?);
             Ok(())

@@ -127,8 +127,9 @@ async fn scripted(
             None => anyhow::bail!("unscripted request {:?}", seen.last()),
         }
     }
+    // Hangs may be left over (how many requests a hung server gets is not the point).
     anyhow::ensure!(
-        script.next().is_none(),
+        script.all(|r| matches!(r, Reply::Hang)),
         "script not played to the end: {seen:#?}"
     );
     Ok(seen)
@@ -511,7 +512,7 @@ async fn hand_over_between_two_instances_never_has_two_leaders() {
         let a_leads = *a.rx.borrow();
         let (first, second) = if a_leads { (a, b) } else { (b, a) };
         // Several renewals: the follower stays a follower.
-        tokio::time::sleep(6 * RENEW).await;
+        tokio::time::sleep(6 * RENEW + Duration::from_secs(1)).await;
         assert!(*first.rx.borrow() && !*second.rx.borrow());
 
         first.stop.send(()).unwrap();

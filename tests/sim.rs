@@ -445,3 +445,32 @@ fn the_cli_rejects_what_it_cannot_do() {
     assert!(Cli::try_parse_from(["simulate", "--policies", "nope"]).is_err());
     assert!(Cli::try_parse_from(["simulate", "--gpus", "8", "--cluster", "c.yaml"]).is_err());
 }
+
+#[test]
+fn the_simulator_imports_no_cluster_or_network_crates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim");
+    let mut stack = vec![dir];
+    let mut offences = Vec::new();
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for word in ["kube::", "use kube", "k8s_openapi", "hyper", "tokio::net"] {
+                    if code.contains(word) {
+                        offences.push(format!("{}:{}: {word}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(files >= 10, "src/sim has {files} files");
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}

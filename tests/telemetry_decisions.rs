@@ -41,6 +41,7 @@ fn pod(uid: &str, gpus: u64, on: Option<&str>) -> GpuPod {
         active: true,
         priority: 0,
         placement: PlacementRules::default(),
+        ..GpuPod::default()
     }
 }
 

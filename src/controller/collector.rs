@@ -283,15 +283,11 @@ impl Collector {
 
     /// Drops kept summaries of nodes that neither have a reporter nor exist any more.
     fn forget_vanished(&mut self) {
-        let polled: std::collections::HashSet<String> = self
-            .directory
-            .targets()
-            .into_iter()
-            .map(|t| t.node)
-            .collect();
-        let view = &self.view;
-        self.latest.retain(|node, _| {
-            polled.contains(node) || view.with_snapshot(|s| s.node(node).is_some())
+        let polled: std::collections::HashSet<String> =
+            self.directory.targets().into_iter().map(|t| t.node).collect();
+        let latest = &mut self.latest;
+        self.view.with_snapshot(|snapshot| {
+            latest.retain(|node, _| polled.contains(node) || snapshot.node(node).is_some());
         });
     }
 }

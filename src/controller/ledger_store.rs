@@ -71,9 +71,9 @@ pub enum Error {
         namespace: String,
         /// The ConfigMap's name.
         name: String,
-        /// The client error.
+        /// The client error (boxed: it is large and errors travel in `Result`s).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The ConfigMap changed again between the re-read and the retry.
     #[error("ConfigMap {namespace}/{name} keeps changing under the leader; will retry next tick")]
@@ -358,7 +358,7 @@ impl ConfigMapLedgerStore {
             verb,
             namespace: self.namespace.clone(),
             name: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

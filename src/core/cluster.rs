@@ -5,6 +5,8 @@
 //! event never rescans the cluster. Pods bound to a node the snapshot does not know yet are
 //! counted as soon as that node arrives. A node's telemetry summary survives updates and
 //! re-lists of the node (only [`ClusterSnapshot::set_telemetry`] and removal change it).
+//! The fair-share state ([`Workloads`]: held GPUs per tenant, capacity, the queue) is kept in
+//! step by the same events.
 
 use std::sync::Arc;
 
@@ -12,12 +14,14 @@ use rustc_hash::FxHashMap;
 
 use super::model::{GpuCounts, GpuNode, GpuPod};
 use super::telemetry::NodeTelemetry;
+use super::workloads::Workloads;
 
 /// Nodes and GPU pods, indexed by node name and pod UID.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterSnapshot {
     nodes: FxHashMap<String, GpuNode>,
     pods: FxHashMap<String, GpuPod>,
+    workloads: Workloads,
 }
 
 impl ClusterSnapshot {
@@ -56,6 +60,16 @@ impl ClusterSnapshot {
         self.pods.len()
     }
 
+    /// The fair-share state derived from the nodes and pods.
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
+    }
+
+    /// The fair-share state, for admissions and refreshes (its pod and node hooks stay private).
+    pub fn workloads_mut(&mut self) -> &mut Workloads {
+        &mut self.workloads
+    }
+
     /// Inserts or replaces a node. Its `used` counts are recomputed from the pods bound to it,
     /// whatever the caller put there; a node given without telemetry keeps the stored one
     /// (Node objects carry none, so an update must not forget it).
@@ -64,6 +78,10 @@ impl ClusterSnapshot {
         if node.telemetry.is_none() {
             node.telemetry = self.nodes.get(&node.name).and_then(|n| n.telemetry.clone());
         }
+        if let Some(old) = self.nodes.get(&node.name) {
+            self.workloads.node_out(old);
+        }
+        self.workloads.node_in(&node);
         self.nodes.insert(node.name.clone(), node);
     }
 
@@ -82,13 +100,20 @@ impl ClusterSnapshot {
 
     /// Removes a node; its pods stay (they are still in the API until they are deleted).
     pub fn remove_node(&mut self, name: &str) -> Option<GpuNode> {
-        self.nodes.remove(name)
+        let old = self.nodes.remove(name)?;
+        self.workloads.node_out(&old);
+        Some(old)
     }
 
     /// Inserts or replaces a pod, moving its GPU usage between nodes as needed.
     /// Pods that request no managed GPU are not stored.
     pub fn upsert_pod(&mut self, pod: GpuPod) {
-        self.remove_pod(&pod.uid);
+        let old = self.pods.remove(&pod.uid);
+        if let Some(old) = &old {
+            self.charge(old, false);
+        }
+        let stored = pod.wants_gpus().then_some(&pod);
+        self.workloads.pod_changed(old.as_ref(), stored);
         if !pod.wants_gpus() {
             return;
         }
@@ -100,6 +125,7 @@ impl ClusterSnapshot {
     pub fn remove_pod(&mut self, uid: &str) -> Option<GpuPod> {
         let old = self.pods.remove(uid)?;
         self.charge(&old, false);
+        self.workloads.pod_changed(Some(&old), None);
         Some(old)
     }
 
@@ -107,6 +133,7 @@ impl ClusterSnapshot {
     /// telemetry.
     pub fn reset_nodes(&mut self, nodes: impl IntoIterator<Item = GpuNode>) {
         let mut old = std::mem::take(&mut self.nodes);
+        self.workloads.clear_nodes();
         for mut node in nodes {
             if node.telemetry.is_none() {
                 node.telemetry = old.remove(&node.name).and_then(|n| n.telemetry);
@@ -118,12 +145,16 @@ impl ClusterSnapshot {
     /// Replaces all pods at once (after a re-list).
     pub fn reset_pods(&mut self, pods: impl IntoIterator<Item = GpuPod>) {
         self.pods.clear();
+        let carried = self.workloads.begin_pod_reset();
+        self.workloads.clear_nodes();
         for node in self.nodes.values_mut() {
             node.used.clear();
+            self.workloads.node_in(node);
         }
         for pod in pods {
             self.upsert_pod(pod);
         }
+        self.workloads.end_pod_reset(carried);
     }
 
     /// Adds (or, with `add == false`, releases) a pod's requests on its node.
@@ -134,6 +165,7 @@ impl ClusterSnapshot {
         let Some(node) = pod.node_name.as_deref().and_then(|n| self.nodes.get_mut(n)) else {
             return;
         };
+        self.workloads.node_out(node);
         for (resource, &count) in &pod.requests {
             let used = node.used.entry(resource.clone()).or_insert(0);
             *used = if add {
@@ -143,6 +175,7 @@ impl ClusterSnapshot {
             };
         }
         node.used.retain(|_, n| *n > 0);
+        self.workloads.node_in(node);
     }
 
     /// Sum of the requests of active pods bound to `node`.
@@ -189,6 +222,7 @@ mod tests {
             active: true,
             priority: 0,
             placement: PlacementRules::default(),
+            ..GpuPod::default()
         }
     }
 

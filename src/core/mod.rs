@@ -5,7 +5,9 @@
 //! rotation loop and the simulator all call these functions, so they behave identically.
 
 pub mod cluster;
+pub mod explain;
 pub mod fairshare;
+pub mod gate;
 pub mod health;
 pub mod ledger;
 pub mod model;
@@ -14,6 +16,7 @@ pub mod preemption;
 pub mod quantity;
 pub mod queue;
 pub mod telemetry;
+pub mod workloads;
 
 pub use cluster::ClusterSnapshot;
 pub use model::{GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};

@@ -53,13 +53,14 @@ impl GpuNode {
 }
 
 /// What kind of object is admitted, suspended and resumed as one unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadKind {
     /// A `batch/v1` Job (suspended with `spec.suspend`).
     Job,
     /// A KubeVirt `VirtualMachine` (stopped with `spec.runStrategy: Halted`).
     VirtualMachine,
-    /// A pod with no controlling Job or VM (evicted).
+    /// A pod with no controlling Job or VM (evicted). The default, for test builders.
+    #[default]
     Pod,
 }
 
@@ -75,7 +76,7 @@ impl WorkloadKind {
 }
 
 /// The identity of a workload: its kind, namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkloadId {
     /// Kind of the controlling object.
     pub kind: WorkloadKind,
@@ -107,7 +108,10 @@ pub struct PlacementRules {
 }
 
 /// One pod as far as GPU scheduling is concerned.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Default` is an inactive, unnamed pod requesting nothing: a base for test builders
+/// (`GpuPod { uid: .., ..GpuPod::default() }`), never a real pod.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GpuPod {
     /// `metadata.uid`.
     pub uid: String,
@@ -130,6 +134,18 @@ pub struct GpuPod {
     pub priority: i32,
     /// rota's placement annotations.
     pub placement: PlacementRules,
+    /// `metadata.creationTimestamp` in unix seconds: when the workload started waiting.
+    pub created_at: Option<f64>,
+    /// `status.startTime` in unix seconds: when the kubelet accepted the pod (the start of its
+    /// quantum).
+    pub started_at: Option<f64>,
+    /// `spec.priorityClassName`, for protected classes.
+    pub priority_class: Option<String>,
+    /// `rota.io/gang-size`: the number of pods the workload is admitted with, all or none.
+    pub gang_size: Option<u32>,
+    /// `rota.io/quantum-seconds`: the minimum run time the workload asks for (clamped to the
+    /// config's bounds where it is used).
+    pub quantum_seconds: Option<u64>,
 }
 
 impl GpuPod {

@@ -35,6 +35,9 @@ pub struct FilterOutcome<'n> {
     pub failed: Vec<(&'n str, Arc<str>)>,
 }
 
+/// What the placement verdict depends on: the node's GPU product and memory.
+type HardwareKey<'a> = (Option<&'a str>, Option<u64>);
+
 /// Decides which of `candidates` the pod may run on.
 pub fn filter<'n>(
     cluster: &ClusterSnapshot,
@@ -58,8 +61,7 @@ pub fn filter<'n>(
     }
     // The placement verdict depends only on the node's product and GPU memory: judge each
     // distinct pair once (thousands of nodes, a handful of hardware kinds).
-    let mut verdicts: FxHashMap<(Option<&str>, Option<u64>), Option<Arc<str>>> =
-        FxHashMap::default();
+    let mut verdicts: FxHashMap<HardwareKey<'_>, Option<Arc<str>>> = FxHashMap::default();
     for &name in candidates {
         let Some(node) = cluster.node(name) else {
             out.passed.push(name);
@@ -266,6 +268,7 @@ mod tests {
             active: true,
             priority: 0,
             placement: PlacementRules::default(),
+            ..GpuPod::default()
         }
     }
 

@@ -84,6 +84,7 @@ mod tests {
             active: true,
             priority,
             placement: PlacementRules::default(),
+            ..GpuPod::default()
         }
     }
 

@@ -354,6 +354,7 @@ mod tests {
                     active: true,
                     priority: 0,
                     placement: PlacementRules::default(),
+                    ..GpuPod::default()
                 });
             }
         }

@@ -24,6 +24,12 @@ pub const GPU_MEMORY_LABEL: &str = "nvidia.com/gpu.memory";
 pub const GPU_MODELS_ANNOTATION: &str = "rota.io/gpu-models";
 /// Pod annotation: minimum memory of one GPU, as a Kubernetes quantity (`40Gi`).
 pub const MIN_GPU_MEMORY_ANNOTATION: &str = "rota.io/min-gpu-memory";
+/// Pod annotation: the number of pods of the workload admitted together (a gang), a whole
+/// number ≥ 1.
+pub const GANG_SIZE_ANNOTATION: &str = "rota.io/gang-size";
+/// Pod annotation: the minimum run time the workload asks for, in whole seconds (clamped to
+/// `quantum.minSeconds..=quantum.maxSeconds` where it is used).
+pub const QUANTUM_ANNOTATION: &str = "rota.io/quantum-seconds";
 /// Namespace assumed for a pod that names none (a hand-written request).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -131,8 +137,28 @@ pub fn gpu_pod(pod: &Pod, settings: &ViewSettings) -> Result<GpuPod, TranslateEr
         .cloned()
         .unwrap_or_else(|| namespace.clone());
     let spec = pod.spec.as_ref();
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref());
+    let mut placement = placement_rules(meta.annotations.as_ref());
+    let mut number = |key: &str, min: u64| {
+        annotation_number(meta.annotations.as_ref(), key, min)
+            .unwrap_or_else(|message| {
+                placement.errors.push(message);
+                None
+            })
+    };
+    let gang_size = number(GANG_SIZE_ANNOTATION, 1).and_then(|n| u32::try_from(n).ok());
+    let quantum_seconds = number(QUANTUM_ANNOTATION, 0);
     Ok(GpuPod {
+        created_at: meta.creation_timestamp.as_ref().map(|t| unix_seconds(&t.0)),
+        started_at: status
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| unix_seconds(&t.0)),
+        priority_class: spec
+            .and_then(|s| s.priority_class_name.clone())
+            .filter(|c| !c.is_empty()),
+        gang_size,
+        quantum_seconds,
         workload: workload_of(meta.owner_references.as_deref(), &namespace, name),
         requests: pod_requests(pod, settings),
         node_name: spec
@@ -140,12 +166,36 @@ pub fn gpu_pod(pod: &Pod, settings: &ViewSettings) -> Result<GpuPod, TranslateEr
             .filter(|n| !n.is_empty()),
         active: !matches!(phase, Some("Succeeded" | "Failed")),
         priority: spec.and_then(|s| s.priority).unwrap_or(0),
-        placement: placement_rules(meta.annotations.as_ref()),
+        placement,
         uid,
         namespace,
         name: name.to_string(),
         tenant,
     })
+}
+
+/// Unix seconds of a Kubernetes timestamp (millisecond precision is plenty for waits).
+fn unix_seconds(t: &k8s_openapi::jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+/// A whole-number annotation `key`, at least `min`: `Ok(None)` when absent, `Err(message)`
+/// when malformed (the filter then explains it, as for the placement annotations).
+fn annotation_number(
+    annotations: Option<&BTreeMap<String, String>>,
+    key: &str,
+    min: u64,
+) -> Result<Option<u64>, String> {
+    let Some(raw) = annotations.and_then(|a| a.get(key)) else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(n) if n >= min && n <= u64::from(u32::MAX) => Ok(Some(n)),
+        _ => Err(format!(
+            "annotation {key}: {raw:?} is not a whole number between {min} and {}",
+            u32::MAX
+        )),
+    }
 }
 
 /// The controlling owner decides what is suspended or stopped as one unit.

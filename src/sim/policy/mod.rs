@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 
 pub use fair::Fair;
 pub use fifo::Fifo;
-pub use las::{Las, LasConfig};
+pub use las::{Las, LasConfig, DEFAULT_THRESHOLDS};
 pub use quota::Quota;
 
 use super::engine::{JobId, Policy};
