@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::config::ScoringConfig;
 
 use super::cluster::ClusterSnapshot;
+use super::gate::HeadRoom;
 use super::health::{self, Gate, TelemetryRules};
 use super::model::{GpuNode, GpuPod};
 
@@ -135,10 +136,14 @@ pub fn prioritize(
     if !pod.wants_gpus() {
         return vec![0; candidates.len()];
     }
+    let room = HeadRoom::for_pod(cluster, pod);
     candidates
         .iter()
         .map(|&name| match cluster.node(name) {
-            Some(node) => score(node, pod, weights, telemetry),
+            Some(node) => {
+                let head_room = room.as_ref().map(|r| r.score(node));
+                score(node, pod, weights, telemetry, head_room)
+            }
             None => 0,
         })
         .collect()
@@ -147,11 +152,14 @@ pub fn prioritize(
 /// One node's score: packing, plus health, thermal headroom and (on shared GPUs) measured idle
 /// capacity where telemetry provides them. A component without data is left out of the mean
 /// (weight 0), so a node without telemetry scores on packing alone, as before telemetry.
+/// `head_room` is the room-for-the-queue-head component ([`HeadRoom`]), `None` when nothing is
+/// at stake.
 pub fn score(
     node: &GpuNode,
     pod: &GpuPod,
     weights: &ScoringConfig,
     telemetry: &TelemetryRules<'_>,
+    head_room: Option<f64>,
 ) -> i64 {
     let reading = health::reading(node, telemetry);
     let max_celsius = telemetry.config.max_temperature_celsius;
@@ -167,6 +175,7 @@ pub fn score(
             weights.utilisation,
             health::shared_idle_score(&reading, node, pod),
         ),
+        optional(weights.head_room, head_room),
     ])
 }
 
