@@ -93,15 +93,7 @@ fn stamp_telemetry(ctx: &Context, nodes: usize) {
                 memory_total_bytes: Some(80 << 30),
             })
             .collect();
-        let telemetry = NodeTelemetry {
-            source: TelemetrySource::Agent,
-            sampled_at_unix_seconds: Some(at),
-            received_at_unix_seconds: Some(at),
-            nvml_available: true,
-            passthrough_gpus: 0,
-            gpus,
-            last_error: None,
-        };
+        let telemetry = NodeTelemetry::new(TelemetrySource::Agent, at, at, true, gpus);
         (format!("gpu-node-{i:05}"), Some(Arc::new(telemetry)))
     });
     ctx.view.set_telemetry_many(updates);

@@ -41,6 +41,9 @@ enum Command {
     /// Work with RotaConfig files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Explain why a pod waits: its queue position, its tenant's share and entitlement, what is
+    /// ahead of it and an estimated start (asks a running extender).
+    Explain(rota::extender::explain::ExplainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +73,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Extender(options) => runtime()?.block_on(rota::extender::run(options)),
         Command::Agent(args) => runtime()?.block_on(rota::agent::run(args)),
+        Command::Explain(args) => runtime()?.block_on(rota::extender::explain::run_explain(args)),
         Command::Simulate(args) => rota::sim::run(args),
         Command::Config(ConfigCommand::Check { file }) => {
             print!("{}", rota::config::check_report(&file)?);

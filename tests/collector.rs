@@ -156,7 +156,7 @@ fn reading_of(view: &ClusterView, node: &str, at: f64) -> String {
     view.with_snapshot(|s| {
         let node = s.node(node).expect("node in view");
         match health::reading(node, &rules) {
-            Reading::Fresh(t) => format!("fresh {} GPUs", t.gpus.len()),
+            Reading::Fresh(t) => format!("fresh {} GPUs", t.gpus().len()),
             Reading::Unknown(cause) => format!("unknown: {cause}"),
             other => format!("{other:?}"),
         }
@@ -345,7 +345,7 @@ async fn dcgm_exporter_endpoints_are_polled_as_a_source() -> anyhow::Result<()> 
         .ok_or_else(|| anyhow::anyhow!("no telemetry stored"))?;
     assert_eq!(telemetry.source, TelemetrySource::DcgmExporter);
     let unhealthy: Vec<u32> = telemetry
-        .gpus
+        .gpus()
         .iter()
         .filter(|g| g.state == HealthState::Unhealthy)
         .map(|g| g.index)

@@ -270,10 +270,11 @@ async fn preempt_answers_meta_victims_and_never_an_empty_node() {
         .await;
     assert_eq!(status, 200, "{answer}");
     let v: Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(
-        v,
-        json!({"NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "u-high"}, {"UID": "u-low"}], "NumPDBViolations": 1}}})
-    );
+    // Without an API server the view knows none of the victims: a pod rota cannot show to be
+    // over its tenant's share and past its quantum is never offered, so no node is left, and
+    // the answer is still the map (never null, never a node without victims). The kept-victim
+    // path is covered in tests/gate.rs.
+    assert_eq!(v, json!({"NodeNameToMetaVictims": {}}));
     server.stop().await;
 }
 

@@ -64,15 +64,13 @@ fn gpu(index: u32, state: HealthState) -> GpuCondition {
 }
 
 fn report(sampled_at: f64, gpus: Vec<GpuCondition>) -> Arc<NodeTelemetry> {
-    Arc::new(NodeTelemetry {
-        source: TelemetrySource::Agent,
-        sampled_at_unix_seconds: Some(sampled_at),
-        received_at_unix_seconds: Some(sampled_at),
-        nvml_available: true,
-        passthrough_gpus: 0,
+    Arc::new(NodeTelemetry::new(
+        TelemetrySource::Agent,
+        sampled_at,
+        sampled_at,
+        true,
         gpus,
-        last_error: None,
-    })
+    ))
 }
 
 fn healthy(n: u32) -> Vec<GpuCondition> {

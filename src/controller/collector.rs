@@ -283,8 +283,12 @@ impl Collector {
 
     /// Drops kept summaries of nodes that neither have a reporter nor exist any more.
     fn forget_vanished(&mut self) {
-        let polled: std::collections::HashSet<String> =
-            self.directory.targets().into_iter().map(|t| t.node).collect();
+        let polled: std::collections::HashSet<String> = self
+            .directory
+            .targets()
+            .into_iter()
+            .map(|t| t.node)
+            .collect();
         let latest = &mut self.latest;
         self.view.with_snapshot(|snapshot| {
             latest.retain(|node, _| polled.contains(node) || snapshot.node(node).is_some());
@@ -448,12 +452,12 @@ mod tests {
     #[test]
     fn a_valid_answer_is_regraded_with_the_extenders_thresholds() {
         let t = accept(&answer("n1", NOW - 1.0, vec![13])).unwrap();
-        assert_eq!(t.gpus[0].state, HealthState::Healthy);
+        assert_eq!(t.gpus()[0].state, HealthState::Healthy);
         assert_eq!(t.sampled_at_unix_seconds, Some(NOW - 1.0));
         let mut strict = TelemetryConfig::default();
         strict.unhealthy_xids.push(13);
         let t = accept_agent(&answer("n1", NOW, vec![13]), "n1", NOW, &strict).unwrap();
-        assert_eq!(t.gpus[0].state, HealthState::Unhealthy);
+        assert_eq!(t.gpus()[0].state, HealthState::Unhealthy);
     }
 
     #[test]
@@ -483,9 +487,11 @@ mod tests {
 
     #[test]
     fn timeouts_are_capped_by_the_interval() {
-        let mut config = TelemetryConfig::default();
-        config.poll_interval_seconds = 1;
-        config.poll_timeout_seconds = 30;
+        let config = TelemetryConfig {
+            poll_interval_seconds: 1,
+            poll_timeout_seconds: 30,
+            ..TelemetryConfig::default()
+        };
         let options = CollectorOptions::from_config(&config);
         assert_eq!(options.timeout, Duration::from_secs(1));
         assert_eq!(

@@ -22,6 +22,7 @@ pub mod collector;
 pub mod dcgm;
 pub mod leader;
 pub mod ledger_store;
+pub mod rotation;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

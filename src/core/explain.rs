@@ -1,1 +1,279 @@
-//! Placeholder.
+//! Why a pod waits: its place in the fair-share queue, its tenant's share, what is ahead of it
+//! and a rough start estimate. The answer behind `GET /v1/explain/{namespace}/{pod}`.
+//!
+//! **Start estimate** (documented rule). With `needed` = the GPUs of the pod's workload plus
+//! those of every workload ahead of it, and `available` = free GPUs of its resource minus
+//! reservations, the deficit is `needed − available`. No deficit: it can start at its next
+//! scheduling attempt (0 s). Otherwise the estimate is `deficit / release rate`, where the
+//! release rate is the cluster's recent GPU releases per second (pods finishing or deleted,
+//! averaged exponentially over 30 minutes, see `workloads::release_rate`). Without a release
+//! rate (no releases observed yet) it is unknown. It ignores workloads that will arrive ahead
+//! of it later (higher priority, a tenant further below its share) and rotations, so it is a
+//! hint for people, never an input to a decision.
+//!
+//! Must not: change anything (read-only on a snapshot), or read a clock.
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::ClusterSnapshot;
+use super::fairshare::SharePolicy;
+use super::gate::primary_resource;
+use super::model::GpuPod;
+use super::queue::admit;
+
+/// At most this many workloads ahead are listed.
+pub const MAX_AHEAD: usize = 10;
+
+/// Where a pod stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodState {
+    /// Its workload waits in the fair-share queue.
+    Waiting,
+    /// Its workload was admitted; its pods are being placed.
+    Admitted,
+    /// It is bound to a node.
+    Running,
+    /// It has finished (Succeeded or Failed) and holds nothing.
+    Finished,
+    /// Not in the queue (nothing pending for its workload, or it wants no GPU).
+    NotQueued,
+}
+
+/// The tenant's figures for the pod's resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantFigures {
+    /// Configured weight among its siblings.
+    pub weight: f64,
+    /// GPUs held now.
+    pub held: u64,
+    /// GPUs its queued and admitted workloads still need.
+    pub pending: u64,
+    /// Its workloads queued or admitted and binding.
+    pub pending_workloads: usize,
+    /// GPUs it is entitled to at the last refresh (`null` before the first, or without demand).
+    pub entitled: Option<f64>,
+    /// Decayed GPU-seconds passed to the last refresh.
+    pub usage_gpu_seconds: Option<f64>,
+    /// `held / entitled` over all resources, as the queue orders it (`null` when infinite).
+    pub standing: Option<f64>,
+}
+
+/// A workload ahead in the queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AheadEntry {
+    /// `kind/namespace/name`.
+    pub workload: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// GPUs it waits for.
+    pub gpus: u64,
+    /// Its PriorityClass value.
+    pub priority: i32,
+}
+
+/// When the pod may start (module docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartEstimate {
+    /// Seconds from now; `null` when unknown.
+    pub seconds: Option<f64>,
+    /// Unix seconds; `null` when unknown.
+    pub at_unix_seconds: Option<f64>,
+    /// How it was estimated, for a person.
+    pub basis: String,
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// `namespace/name`.
+    pub pod: String,
+    /// `kind/namespace/name` of its workload.
+    pub workload: String,
+    /// Who is charged.
+    pub tenant: String,
+    /// Where it stands.
+    pub state: PodState,
+    /// The resource its workload waits for (its largest request).
+    pub resource: Option<String>,
+    /// GPUs its workload waits for (its queue demand), else the pod's request.
+    pub gpus: u64,
+    /// 1-based position in the resource's queue, when waiting.
+    pub position: Option<usize>,
+    /// Workloads in the resource's queue.
+    pub queue_length: usize,
+    /// Its tenant's share.
+    pub tenant_share: TenantFigures,
+    /// The first [`MAX_AHEAD`] workloads ahead of it, in order.
+    pub ahead: Vec<AheadEntry>,
+    /// All workloads ahead of it.
+    pub ahead_count: usize,
+    /// GPUs all workloads ahead of it wait for.
+    pub gpus_ahead: u64,
+    /// Free GPUs of the resource on ready, schedulable nodes.
+    pub free_gpus: u64,
+    /// GPUs reserved for admitted workloads still binding.
+    pub reserved_gpus: u64,
+    /// The gate's answer now, in words.
+    pub gate: String,
+    /// When it may start.
+    pub estimated_start: StartEstimate,
+    /// When entitlements were last computed (unix seconds).
+    pub refreshed_at: Option<f64>,
+}
+
+/// Explains the pod `namespace/name`, or `None` when the snapshot does not know it.
+/// O(pods) to find it by name plus O(n log n) in its queue: for people, not the hot path.
+pub fn explain(
+    cluster: &ClusterSnapshot,
+    namespace: &str,
+    name: &str,
+    policy: &SharePolicy,
+    now: f64,
+) -> Option<Explanation> {
+    let pod = cluster
+        .pods()
+        .find(|p| p.namespace == namespace && p.name == name)?;
+    let state = cluster.workloads();
+    let queue = state.queue();
+    let key = &pod.workload;
+    let entry = queue.get(key);
+    let resource = entry
+        .map(|e| e.resource.clone())
+        .or_else(|| primary_resource(pod).map(|(r, _)| r.to_owned()));
+    let r = resource.as_deref().unwrap_or("");
+    let ahead: Vec<_> = queue.ahead_of(key).collect();
+    let gpus_ahead = ahead.iter().map(|e| e.gpus).sum::<u64>();
+    let gpus = entry.map_or_else(|| pod.requests.get(r).copied().unwrap_or(0), |e| e.gpus);
+    let available = state.free(r).saturating_sub(state.reserved(r));
+    let pod_state = pod_state(cluster, pod);
+    let estimate = match pod_state {
+        PodState::Waiting => estimate(cluster, r, gpus + gpus_ahead, available, now),
+        PodState::Admitted | PodState::Running => StartEstimate {
+            seconds: Some(0.0),
+            at_unix_seconds: Some(now),
+            basis: "admitted: it passes the gate".into(),
+        },
+        PodState::Finished | PodState::NotQueued => StartEstimate {
+            seconds: None,
+            at_unix_seconds: None,
+            basis: "not waiting in the fair-share queue".into(),
+        },
+    };
+    Some(Explanation {
+        pod: pod.key(),
+        workload: key.to_string(),
+        tenant: pod.tenant.clone(),
+        state: pod_state,
+        gpus,
+        position: queue.position(key).map(|(p, _)| p),
+        queue_length: queue.len_for(r),
+        tenant_share: figures(cluster, &pod.tenant, r, policy),
+        ahead_count: ahead.len(),
+        ahead: ahead
+            .iter()
+            .take(MAX_AHEAD)
+            .map(|e| AheadEntry {
+                workload: e.key.to_string(),
+                tenant: e.tenant.clone(),
+                gpus: e.gpus,
+                priority: e.priority_class,
+            })
+            .collect(),
+        gpus_ahead,
+        free_gpus: state.free(r),
+        reserved_gpus: state.reserved(r),
+        gate: admit(queue, key, &state.free_for_admission()).to_string(),
+        estimated_start: estimate,
+        refreshed_at: state.report().map(|r| r.at),
+        resource,
+    })
+}
+
+fn pod_state(cluster: &ClusterSnapshot, pod: &GpuPod) -> PodState {
+    let queue = cluster.workloads().queue();
+    if !pod.active {
+        PodState::Finished
+    } else if pod.node_name.is_some() {
+        PodState::Running
+    } else if queue.is_admitted(&pod.workload) {
+        PodState::Admitted
+    } else if queue.get(&pod.workload).is_some() {
+        PodState::Waiting
+    } else {
+        PodState::NotQueued
+    }
+}
+
+fn figures(
+    cluster: &ClusterSnapshot,
+    tenant: &str,
+    resource: &str,
+    policy: &SharePolicy,
+) -> TenantFigures {
+    let state = cluster.workloads();
+    let book = state.tenant(tenant);
+    let get =
+        |m: Option<&super::model::GpuCounts>| m.and_then(|m| m.get(resource)).copied().unwrap_or(0);
+    let share = state
+        .report()
+        .and_then(|r| r.resources.get(resource))
+        .and_then(|s| s.tenants.get(tenant));
+    let standing = state
+        .report()
+        .and_then(|r| r.standings.get(tenant))
+        .map(|s| s.value())
+        .filter(|v| v.is_finite());
+    TenantFigures {
+        weight: policy.weight(tenant),
+        held: get(book.map(|b| &b.held)),
+        pending: get(book.map(|b| &b.pending)),
+        pending_workloads: book.map_or(0, |b| b.pending_workloads),
+        entitled: share.map(|s| s.entitled),
+        usage_gpu_seconds: share.map(|s| s.usage),
+        standing,
+    }
+}
+
+fn estimate(
+    cluster: &ClusterSnapshot,
+    resource: &str,
+    needed: u64,
+    available: u64,
+    now: f64,
+) -> StartEstimate {
+    let deficit = needed.saturating_sub(available);
+    if deficit == 0 {
+        return StartEstimate {
+            seconds: Some(0.0),
+            at_unix_seconds: Some(now),
+            basis: format!(
+                "{available} GPUs are free for admission and it and the workloads ahead need {needed}: it can start at its next scheduling attempt"
+            ),
+        };
+    }
+    match cluster
+        .workloads()
+        .release_rate(resource)
+        .filter(|&r| r > 0.0)
+    {
+        Some(rate) => {
+            let seconds = deficit as f64 / rate;
+            StartEstimate {
+                seconds: Some(seconds),
+                at_unix_seconds: Some(now + seconds),
+                basis: format!(
+                    "{deficit} more GPUs must be released; the cluster released {:.1} GPUs per hour recently",
+                    rate * 3600.0
+                ),
+            }
+        }
+        None => StartEstimate {
+            seconds: None,
+            at_unix_seconds: None,
+            basis: format!(
+                "unknown: {deficit} more GPUs must be released and no recent release rate is known"
+            ),
+        },
+    }
+}

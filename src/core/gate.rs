@@ -32,7 +32,7 @@ use std::sync::Arc;
 use super::cluster::ClusterSnapshot;
 use super::model::{GpuNode, GpuPod};
 use super::placement::FilterOutcome;
-use super::queue::{admit, AdmitReason, Admission};
+use super::queue::{admit, Admission, AdmitReason, QueueEntry};
 use super::workloads::counts_capacity;
 
 /// The gate's answer for one pod.
@@ -49,6 +49,11 @@ pub enum GateVerdict {
 }
 
 /// Judges `pod` against the queue. `enabled` is `gate.enabled` from the config.
+///
+/// One refinement of [`admit`]: while GPUs of the resource are reserved for admitted workloads
+/// that are still binding, the head is treated like any other workload (those workloads are
+/// ahead of it), so it passes only if the free GPUs net of reservations cover it. Otherwise
+/// the next head could take a gang's reserved GPUs between the binds of its pods.
 pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerdict {
     if !enabled || !pod.wants_gpus() {
         return GateVerdict::NotGated;
@@ -58,7 +63,21 @@ pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerd
         return GateVerdict::NotGated;
     }
     let queue = state.queue();
-    match admit(queue, &pod.workload, &state.free_for_admission()) {
+    let free = state.free_for_admission();
+    let Some(entry) = queue.get(&pod.workload) else {
+        return match admit(queue, &pod.workload, &free) {
+            Admission::Admit(AdmitReason::AlreadyAdmitted) => GateVerdict::Admitted,
+            _ => GateVerdict::NotGated,
+        };
+    };
+    let net = free.get(&entry.resource).copied().unwrap_or(0);
+    match admit(queue, &pod.workload, &free) {
+        Admission::Admit(AdmitReason::Head)
+            if state.reserved(&entry.resource) > 0 && entry.gpus > net =>
+        {
+            let total = queue.len_for(&entry.resource);
+            GateVerdict::Hold(hold_reason(cluster, entry, 1, total, net, entry.gpus))
+        }
         Admission::Admit(AdmitReason::AlreadyAdmitted) => GateVerdict::Admitted,
         Admission::Admit(reason) => GateVerdict::Admit(reason),
         Admission::NotQueued => GateVerdict::NotGated,
@@ -67,29 +86,36 @@ pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerd
             total,
             free,
             needed,
-        } => {
-            let Some(entry) = queue.get(&pod.workload) else {
-                return GateVerdict::NotGated;
-            };
-            let held = state.held(&entry.tenant, &entry.resource);
-            let entitled = state.entitled(&entry.tenant, &entry.resource);
-            let mut reason = format!(
-                "rota: waiting for fair share: position {position} of {total} for {}; tenant {} holds {held} GPUs, ",
-                entry.resource, entry.tenant
-            );
-            match entitled {
-                Some(e) => {
-                    let _ = write!(reason, "entitled to {}", gpus(e));
-                }
-                None => reason.push_str("entitlement not computed yet"),
-            }
-            let _ = write!(
-                reason,
-                "; {free} GPUs free, {needed} needed by it and the workloads ahead"
-            );
-            GateVerdict::Hold(reason.into())
-        }
+        } => GateVerdict::Hold(hold_reason(cluster, entry, position, total, free, needed)),
     }
+}
+
+/// The shared rejection reason (module docs).
+fn hold_reason(
+    cluster: &ClusterSnapshot,
+    entry: &QueueEntry,
+    position: usize,
+    total: usize,
+    free: u64,
+    needed: u64,
+) -> Arc<str> {
+    let state = cluster.workloads();
+    let held = state.held(&entry.tenant, &entry.resource);
+    let mut reason = format!(
+        "rota: waiting for fair share: position {position} of {total} for {}; tenant {} holds {held} GPUs, ",
+        entry.resource, entry.tenant
+    );
+    match state.entitled(&entry.tenant, &entry.resource) {
+        Some(e) => {
+            let _ = write!(reason, "entitled to {}", gpus(e));
+        }
+        None => reason.push_str("entitlement not computed yet"),
+    }
+    let _ = write!(
+        reason,
+        "; {free} GPUs free, {needed} needed by it and the workloads ahead"
+    );
+    reason.into()
 }
 
 /// A filter answer that rejects every candidate, unresolvably, with one shared reason.
@@ -147,7 +173,11 @@ impl HeadRoom {
         let fitting = cluster
             .nodes()
             .filter(|n| counts_capacity(n) && n.free(resource) >= per_pod)
-            .take(usize::try_from(pods_left).unwrap_or(usize::MAX).saturating_add(1))
+            .take(
+                usize::try_from(pods_left)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            )
             .count() as u64;
         if fitting == 0 || fitting > pods_left {
             return None;
@@ -187,7 +217,12 @@ mod tests {
     #[test]
     fn primary_resource_is_the_largest_request() {
         let pod = GpuPod {
-            requests: [("b".to_string(), 2), ("a".to_string(), 2), ("c".to_string(), 1)].into(),
+            requests: [
+                ("b".to_string(), 2),
+                ("a".to_string(), 2),
+                ("c".to_string(), 1),
+            ]
+            .into(),
             ..GpuPod::default()
         };
         assert_eq!(primary_resource(&pod), Some(("a", 2)));

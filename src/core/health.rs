@@ -283,7 +283,11 @@ pub fn reading<'a>(node: &'a GpuNode, rules: &TelemetryRules<'_>) -> Reading<'a>
         };
         return Reading::Unknown(cause);
     }
-    match (t.gpus.is_empty(), t.passthrough_gpus > 0, t.nvml_available) {
+    match (
+        t.gpus().is_empty(),
+        t.passthrough_gpus > 0,
+        t.nvml_available,
+    ) {
         (false, _, _) => Reading::Fresh(t),
         (true, true, _) => Reading::Unobserved,
         (true, false, false) => Reading::Unknown(UnknownCause::NvmlUnavailable),
@@ -324,8 +328,8 @@ pub fn gate(node: &GpuNode, pod: &GpuPod, rules: &TelemetryRules<'_>) -> Gate {
 /// the minimum keeps a GPU the device plugin already withdrew from being counted twice.
 pub fn usable(node: &GpuNode, resource: &str, t: &NodeTelemetry) -> u64 {
     let allocatable = node.allocatable.get(resource).copied().unwrap_or(0);
-    let physical = t.gpus.len() as u64;
-    let unhealthy = unhealthy_gpus(t).count() as u64;
+    let physical = t.gpus().len() as u64;
+    let unhealthy = u64::from(t.summary().unhealthy);
     if physical == 0 || unhealthy == 0 {
         return allocatable;
     }
@@ -334,13 +338,15 @@ pub fn usable(node: &GpuNode, resource: &str, t: &NodeTelemetry) -> u64 {
 }
 
 fn unhealthy_gpus(t: &NodeTelemetry) -> impl Iterator<Item = &GpuCondition> {
-    t.gpus.iter().filter(|g| g.state == HealthState::Unhealthy)
+    t.gpus()
+        .iter()
+        .filter(|g| g.state == HealthState::Unhealthy)
 }
 
 /// The gate for fresh data: only unhealthy GPUs can make rota reject (plain lack of free GPUs
 /// is kube-scheduler's own check).
 fn shortfall(node: &GpuNode, pod: &GpuPod, t: &NodeTelemetry) -> Gate {
-    if unhealthy_gpus(t).next().is_none() {
+    if t.summary().unhealthy == 0 {
         return Gate::Pass;
     }
     for (resource, &wanted) in &pod.requests {
@@ -394,18 +400,7 @@ pub fn health_score(reading: &Reading<'_>) -> Option<f64> {
     match reading {
         Reading::Absent | Reading::Unobserved => None,
         Reading::Unknown(_) => Some(UNKNOWN_HEALTH_SCORE),
-        Reading::Fresh(t) => {
-            let sum: f64 = t.gpus.iter().map(|g| gpu_health_score(g.state)).sum();
-            Some(sum / t.gpus.len().max(1) as f64)
-        }
-    }
-}
-
-fn gpu_health_score(state: HealthState) -> f64 {
-    match state {
-        HealthState::Healthy => 1.0,
-        HealthState::Degraded | HealthState::Unknown => 0.5,
-        HealthState::Unhealthy => 0.0,
+        Reading::Fresh(t) => t.summary().health_score,
     }
 }
 
@@ -415,11 +410,7 @@ pub fn thermal_score(reading: &Reading<'_>, max_celsius: f64) -> Option<f64> {
     let Reading::Fresh(t) = reading else {
         return None;
     };
-    let hottest = t
-        .gpus
-        .iter()
-        .filter_map(|g| g.temperature_celsius)
-        .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))?;
+    let hottest = t.summary().hottest_celsius?;
     (max_celsius > 0.0).then(|| ((max_celsius - hottest) / max_celsius).clamp(0.0, 1.0))
 }
 
@@ -431,7 +422,7 @@ pub fn shared_idle_score(reading: &Reading<'_>, node: &GpuNode, pod: &GpuPod) ->
     let Reading::Fresh(t) = reading else {
         return None;
     };
-    let physical = t.gpus.len() as u64;
+    let physical = t.gpus().len() as u64;
     let shared = pod
         .requests
         .keys()
@@ -439,18 +430,7 @@ pub fn shared_idle_score(reading: &Reading<'_>, node: &GpuNode, pod: &GpuPod) ->
     if !shared {
         return None;
     }
-    let (mut sum, mut count) = (0.0, 0usize);
-    for gpu in &t.gpus {
-        let idle = gpu.utilization_gpu_ratio.map(|u| 1.0 - u.clamp(0.0, 1.0));
-        let value = match (idle, gpu.memory_free_ratio()) {
-            (Some(a), Some(b)) => (a + b) / 2.0,
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => continue,
-        };
-        sum += value;
-        count += 1;
-    }
-    (count > 0).then(|| sum / count as f64)
+    t.summary().idle_score
 }
 
 #[cfg(test)]

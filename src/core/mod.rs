@@ -15,6 +15,7 @@ pub mod placement;
 pub mod preemption;
 pub mod quantity;
 pub mod queue;
+pub mod rotation;
 pub mod telemetry;
 pub mod workloads;
 

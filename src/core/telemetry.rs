@@ -320,7 +320,9 @@ impl GpuCondition {
 ///
 /// Freshness is not stored: it is decided at decision time from `now` (see
 /// [`crate::core::health::reading`]), so data that stops arriving turns unknown on its own.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The per-GPU list is private and summarised once at construction ([`GpuSummary`]), so
+/// filter and prioritize read a few numbers per node instead of walking every GPU.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTelemetry {
     /// Who reported it.
@@ -334,28 +336,105 @@ pub struct NodeTelemetry {
     pub nvml_available: bool,
     /// GPUs bound to `vfio-pci` (passthrough; NVML cannot see them).
     pub passthrough_gpus: u32,
-    /// The GPUs NVML sees, in index order.
-    pub gpus: Vec<GpuCondition>,
-    /// Why the latest poll failed, when it did (the data above is then from an earlier poll).
+    /// Why the latest poll failed, when it did (the data is then from an earlier poll).
     pub last_error: Option<String>,
+    gpus: Vec<GpuCondition>,
+    #[serde(skip)]
+    summary: GpuSummary,
+}
+
+/// What decisions read from a node's GPU list, computed once per report.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GpuSummary {
+    /// GPUs graded unhealthy.
+    pub unhealthy: u32,
+    /// Mean over GPUs of healthy 1, degraded 0.5, unknown 0.5, unhealthy 0; `None` without GPUs.
+    pub health_score: Option<f64>,
+    /// Temperature of the hottest GPU that reports one.
+    pub hottest_celsius: Option<f64>,
+    /// Mean over GPUs of `(idle ratio + free memory ratio) / 2`, each half where measured.
+    pub idle_score: Option<f64>,
+}
+
+impl GpuSummary {
+    /// Summarises a GPU list.
+    pub fn of(gpus: &[GpuCondition]) -> Self {
+        let mut out = GpuSummary::default();
+        let (mut health, mut idle, mut idle_count) = (0.0, 0.0, 0usize);
+        for gpu in gpus {
+            health += match gpu.state {
+                HealthState::Healthy => 1.0,
+                HealthState::Degraded | HealthState::Unknown => 0.5,
+                HealthState::Unhealthy => 0.0,
+            };
+            out.unhealthy += u32::from(gpu.state == HealthState::Unhealthy);
+            if let Some(c) = gpu.temperature_celsius.filter(|c| c.is_finite()) {
+                out.hottest_celsius = Some(out.hottest_celsius.map_or(c, |h: f64| h.max(c)));
+            }
+            if let Some(value) = gpu.idle_score() {
+                idle += value;
+                idle_count += 1;
+            }
+        }
+        if !gpus.is_empty() {
+            out.health_score = Some(health / gpus.len() as f64);
+        }
+        if idle_count > 0 {
+            out.idle_score = Some(idle / idle_count as f64);
+        }
+        out
+    }
+}
+
+impl GpuCondition {
+    /// `(idle ratio + free memory ratio) / 2`, or whichever half is measured.
+    pub fn idle_score(&self) -> Option<f64> {
+        let idle = self.utilization_gpu_ratio.map(|u| 1.0 - u.clamp(0.0, 1.0));
+        match (idle, self.memory_free_ratio()) {
+            (Some(a), Some(b)) => Some((a + b) / 2.0),
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (None, None) => None,
+        }
+    }
 }
 
 impl NodeTelemetry {
+    /// A summary of fresh data sampled at `sampled_at_unix_seconds`.
+    pub fn new(
+        source: TelemetrySource,
+        sampled_at_unix_seconds: f64,
+        received_at_unix_seconds: f64,
+        nvml_available: bool,
+        gpus: Vec<GpuCondition>,
+    ) -> Self {
+        Self {
+            source,
+            sampled_at_unix_seconds: Some(sampled_at_unix_seconds),
+            received_at_unix_seconds: Some(received_at_unix_seconds),
+            nvml_available,
+            passthrough_gpus: 0,
+            last_error: None,
+            summary: GpuSummary::of(&gpus),
+            gpus,
+        }
+    }
+
     /// The summary of a graded sample received at `received_at_unix_seconds`.
     pub fn from_sample(
         sample: &NodeSample,
         source: TelemetrySource,
         received_at_unix_seconds: f64,
     ) -> Self {
-        Self {
+        let gpus = sample.gpus.iter().map(GpuCondition::from_sample).collect();
+        let mut t = Self::new(
             source,
-            sampled_at_unix_seconds: Some(sample.sampled_at_unix_seconds),
-            received_at_unix_seconds: Some(received_at_unix_seconds),
-            nvml_available: sample.nvml_available,
-            passthrough_gpus: u32::try_from(sample.vfio_devices.len()).unwrap_or(u32::MAX),
-            gpus: sample.gpus.iter().map(GpuCondition::from_sample).collect(),
-            last_error: None,
-        }
+            sample.sampled_at_unix_seconds,
+            received_at_unix_seconds,
+            sample.nvml_available,
+            gpus,
+        );
+        t.passthrough_gpus = u32::try_from(sample.vfio_devices.len()).unwrap_or(u32::MAX);
+        t
     }
 
     /// A node whose reporter is known but has never sent valid data.
@@ -366,8 +445,9 @@ impl NodeTelemetry {
             received_at_unix_seconds: None,
             nvml_available: false,
             passthrough_gpus: 0,
-            gpus: Vec::new(),
             last_error: Some(error.into()),
+            gpus: Vec::new(),
+            summary: GpuSummary::default(),
         }
     }
 
@@ -378,6 +458,16 @@ impl NodeTelemetry {
             last_error: Some(error.into()),
             ..self.clone()
         }
+    }
+
+    /// The GPUs NVML sees, in index order.
+    pub fn gpus(&self) -> &[GpuCondition] {
+        &self.gpus
+    }
+
+    /// The precomputed summary of [`Self::gpus`].
+    pub fn summary(&self) -> &GpuSummary {
+        &self.summary
     }
 
     /// Seconds since the sample was taken, at `now`; `None` when there is no sample. Negative

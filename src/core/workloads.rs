@@ -274,7 +274,8 @@ enum QueueOp {
 struct ReleaseRate {
     last_total: u64,
     last_at: Option<f64>,
-    rate: Option<f64>,
+    /// Exponentially weighted GPUs per second, started at 0.
+    average: f64,
     observed: f64,
 }
 
@@ -371,9 +372,13 @@ impl Workloads {
     /// [`RELEASE_RATE_MIN_OBSERVED_SECONDS`] of refreshes were seen.
     pub fn release_rate(&self, resource: &str) -> Option<f64> {
         let r = self.release_rates.get(resource)?;
-        (r.observed >= RELEASE_RATE_MIN_OBSERVED_SECONDS)
-            .then_some(r.rate)
-            .flatten()
+        if r.observed < RELEASE_RATE_MIN_OBSERVED_SECONDS {
+            return None;
+        }
+        // The average starts at 0; dividing by the weight observed so far removes that bias,
+        // so early on it is simply GPUs released / seconds observed.
+        let weight = 1.0 - (-r.observed / RELEASE_RATE_TIME_CONSTANT_SECONDS).exp();
+        Some(r.average / weight)
     }
 
     /// Takes the waits of queued workloads that bound since the last call. The caller observes
@@ -508,13 +513,20 @@ impl Workloads {
         if !now.is_finite() {
             return;
         }
-        for (resource, &total) in &self.released {
-            let r = self.release_rates.entry(resource.clone()).or_default();
+        let resources: Vec<String> = self
+            .capacity
+            .keys()
+            .chain(self.released.keys())
+            .cloned()
+            .collect();
+        for resource in resources {
+            let total = self.released.get(&resource).copied().unwrap_or(0);
+            let r = self.release_rates.entry(resource).or_default();
             if let Some(last) = r.last_at.filter(|&last| now > last) {
                 let dt = now - last;
                 let instant = total.saturating_sub(r.last_total) as f64 / dt;
                 let alpha = 1.0 - (-dt / RELEASE_RATE_TIME_CONSTANT_SECONDS).exp();
-                r.rate = Some(r.rate.map_or(instant, |old| old + alpha * (instant - old)));
+                r.average += alpha * (instant - r.average);
                 r.observed += dt;
             }
             if r.last_at.is_none_or(|last| now > last) {
@@ -687,7 +699,14 @@ impl Workloads {
                         reserved: false,
                     };
                     let same = self.queue.get(key) == Some(&entry);
-                    (if same { QueueOp::Keep } else { QueueOp::Push(entry) }, Some(c))
+                    (
+                        if same {
+                            QueueOp::Keep
+                        } else {
+                            QueueOp::Push(entry)
+                        },
+                        Some(c),
+                    )
                 }
                 None => (QueueOp::Remove, None),
             },
@@ -793,5 +812,145 @@ fn total(counts: &GpuCounts) -> u64 {
 fn add(into: &mut GpuCounts, other: &GpuCounts) {
     for (r, &n) in other {
         bump(into, r, n, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::WorkloadKind;
+
+    const GPU: &str = "nvidia.com/gpu";
+
+    fn node(name: &str, gpus: u64, ready: bool) -> GpuNode {
+        GpuNode {
+            name: name.into(),
+            ready,
+            allocatable: [(GPU.to_string(), gpus)].into(),
+            ..GpuNode::default()
+        }
+    }
+
+    fn job_pod(job: &str, i: u32, tenant: &str, gpus: u64, on: Option<&str>) -> GpuPod {
+        GpuPod {
+            uid: format!("{job}-{i}"),
+            namespace: "ns".into(),
+            name: format!("{job}-{i}"),
+            tenant: tenant.into(),
+            workload: WorkloadId {
+                kind: WorkloadKind::Job,
+                namespace: "ns".into(),
+                name: job.into(),
+            },
+            requests: [(GPU.to_string(), gpus)].into(),
+            node_name: on.map(String::from),
+            active: true,
+            created_at: Some(100.0 + f64::from(i)),
+            ..GpuPod::default()
+        }
+    }
+
+    fn key(job: &str) -> WorkloadId {
+        WorkloadId {
+            kind: WorkloadKind::Job,
+            namespace: "ns".into(),
+            name: job.into(),
+        }
+    }
+
+    #[test]
+    fn capacity_and_free_follow_node_and_pod_events() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("a", 8, true));
+        c.upsert_node(node("b", 4, false));
+        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (8, 8));
+        c.upsert_pod(job_pod("j", 0, "t", 3, Some("a")));
+        c.upsert_pod(job_pod("k", 0, "t", 1, Some("b")));
+        assert_eq!(c.workloads().free(GPU), 5);
+        c.upsert_node(node("b", 4, true));
+        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (12, 8));
+        assert_eq!(c.workloads().held("t", GPU), 4);
+        c.remove_node("a");
+        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (4, 3));
+        c.reset_nodes(vec![node("a", 8, true)]);
+        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (8, 5));
+        c.reset_pods(Vec::new());
+        assert_eq!(c.workloads().free(GPU), 8);
+        assert!(c.workloads().tenant("t").is_none());
+    }
+
+    #[test]
+    fn a_gang_is_queued_whole_and_its_reservation_shrinks_as_pods_bind() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("a", 8, true));
+        let mut first = job_pod("g", 0, "t", 2, None);
+        first.gang_size = Some(4);
+        c.upsert_pod(first.clone());
+        let entry = c.workloads().queue().get(&key("g")).cloned().unwrap();
+        assert_eq!((entry.gpus, entry.arrival), (8, 100.0));
+        assert_eq!(c.workloads().tenant("t").unwrap().pending[GPU], 8);
+
+        assert!(c.workloads_mut().admit(&key("g")));
+        assert!(!c.workloads_mut().admit(&key("g")), "admitted once");
+        assert_eq!(c.workloads().reserved(GPU), 8);
+        first.node_name = Some("a".into());
+        c.upsert_pod(first);
+        assert_eq!(c.workloads().reserved(GPU), 6, "one pod bound");
+        assert!(c.workloads().queue().is_admitted(&key("g")), "still admitted");
+        for i in 1..4 {
+            let mut p = job_pod("g", i, "t", 2, Some("a"));
+            p.gang_size = Some(4);
+            c.upsert_pod(p);
+        }
+        assert_eq!(c.workloads().reserved(GPU), 0);
+        assert!(!c.workloads().queue().is_admitted(&key("g")));
+        let book = c.workloads().tenant("t").unwrap();
+        assert_eq!((book.held[GPU], book.pending_workloads), (8, 0));
+        let waits = c.workloads_mut().drain_bound_waits();
+        assert_eq!(waits.len(), 1);
+        assert_eq!(waits[0].arrival, 100.0);
+    }
+
+    #[test]
+    fn a_relist_keeps_admissions_and_deleting_pending_pods_records_no_wait() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("a", 8, true));
+        let pods = vec![job_pod("g", 0, "t", 2, None), job_pod("g", 1, "t", 2, None)];
+        for p in &pods {
+            c.upsert_pod(p.clone());
+        }
+        c.workloads_mut().admit(&key("g"));
+        c.reset_pods(pods.clone());
+        assert!(c.workloads().queue().is_admitted(&key("g")));
+        assert_eq!(c.workloads().reserved(GPU), 4);
+        c.remove_pod(&pods[0].uid);
+        c.remove_pod(&pods[1].uid);
+        assert!(c.workloads().workload(&key("g")).is_none());
+        assert_eq!(c.workloads().reserved(GPU), 0);
+        assert!(c.workloads_mut().drain_bound_waits().is_empty());
+    }
+
+    #[test]
+    fn refresh_pushes_standings_and_measures_the_release_rate() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("a", 4, true));
+        c.upsert_pod(job_pod("rich", 0, "rich", 4, Some("a")));
+        c.upsert_pod(job_pod("r2", 0, "rich", 1, None));
+        c.upsert_pod(job_pod("poor", 5, "poor", 1, None));
+        // Arrival favours rich's second job until the standings arrive.
+        assert_eq!(c.workloads().queue().head(GPU).unwrap().key, key("r2"));
+        c.refresh_fair_share(&SharePolicy::default(), |_| 0.0, 0.0);
+        assert_eq!(c.workloads().queue().head(GPU).unwrap().key, key("poor"));
+        assert_eq!(c.workloads().entitled("poor", GPU), Some(1.0));
+        assert_eq!(c.workloads().entitled("rich", GPU), Some(3.0));
+        assert_eq!(c.workloads().release_rate(GPU), None);
+        c.remove_pod("rich-0");
+        c.refresh_fair_share(&SharePolicy::default(), |_| 0.0, 10.0);
+        assert_eq!(c.workloads().release_rate(GPU), None, "10 s say nothing");
+        c.refresh_fair_share(&SharePolicy::default(), |_| 0.0, 400.0);
+        // 4 GPUs in 400 s, the later seconds weighing a little more.
+        let rate = c.workloads().release_rate(GPU).unwrap();
+        assert!(rate > 0.0 && rate < 4.0 / 400.0, "{rate}");
+        assert!((rate - 0.01).abs() < 0.002, "{rate}");
     }
 }

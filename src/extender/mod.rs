@@ -4,6 +4,7 @@
 //! A thin adapter: it decodes the wire types, translates the pod, asks `core`, and encodes the
 //! answer. It holds no policy of its own and never writes to the cluster.
 
+pub mod explain;
 mod run;
 mod service;
 pub mod verbs;

@@ -14,6 +14,8 @@ use crate::controller::collector::{self, Collector, CollectorOptions};
 use crate::core::telemetry::TelemetrySource;
 use crate::http::{self, ServerOptions, TlsFiles};
 use crate::metrics::{ClusterCollector, TelemetryAgeCollector, TelemetryMetrics};
+use crate::state::fairshare::{FairShareRefresher, SharedLedger};
+use crate::state::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
 use crate::state::{ClusterView, ViewSettings};
 
 use super::{Context, Extender};
@@ -117,6 +119,7 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         );
         tokio::spawn(collector.run());
     }
+    spawn_fair_share(&config, &registry, &view)?;
 
     let ctx = Context {
         view,
@@ -142,6 +145,26 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
     .await
     .context("serving HTTP")?;
     tracing::info!("Extender stopped.");
+    Ok(())
+}
+
+/// Starts the fair-share refresh (every 2 s when something changed) and its metrics.
+fn spawn_fair_share(
+    config: &ValidConfig,
+    registry: &Registry,
+    view: &Arc<ClusterView>,
+) -> anyhow::Result<()> {
+    let ledger = crate::core::ledger::Ledger::new(config.usage.half_life_seconds)
+        .context("building the usage ledger")?;
+    // TODO(#4): hand this ledger to the LedgerKeeper (controller/ledger_store.rs), which loads,
+    // advances and persists it; until then usage stays 0 and entitlements follow weights alone.
+    let ledger: SharedLedger = Arc::new(parking_lot::Mutex::new(ledger));
+    let policy = crate::core::fairshare::SharePolicy::from_config(config);
+    FairShareCollector::register(registry, view.clone(), ledger.clone(), policy.clone())
+        .context("registering metrics")?;
+    let waits = QueueWaitMetrics::register(registry).context("registering metrics")?;
+    let refresher = FairShareRefresher::new(view.clone(), policy, ledger, Some(waits));
+    tokio::spawn(refresher.run());
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use crate::http::{self, Handler, Request, Response};
 use crate::metrics::{self, ExtenderMetrics};
 use crate::state::ClusterView;
 
+use super::explain;
 use super::verbs::{self, VerbError};
 
 /// What the verbs read: the cluster view and the config.
@@ -45,6 +46,7 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    Explain,
 }
 
 impl Route {
@@ -53,6 +55,7 @@ impl Route {
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
+            p if p.starts_with(explain::PATH_PREFIX) => Route::Explain,
             _ => match path.rsplit('/').next()? {
                 "filter" => Route::Filter,
                 "prioritize" => Route::Prioritize,
@@ -65,7 +68,7 @@ impl Route {
 
     fn method(self) -> Method {
         match self {
-            Route::Healthz | Route::Readyz | Route::Metrics => Method::GET,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::Explain => Method::GET,
             _ => Method::POST,
         }
     }
@@ -77,6 +80,7 @@ impl Route {
             Route::Prioritize => Some("prioritize"),
             Route::Preempt => Some("preempt"),
             Route::Bind => Some("bind"),
+            Route::Explain => Some("explain"),
             _ => None,
         }
     }
@@ -108,6 +112,7 @@ impl Extender {
             Route::Filter => verb(verbs::filter),
             Route::Prioritize => verb(verbs::prioritize),
             Route::Preempt => verb(verbs::preempt),
+            Route::Explain => explain::handle(&self.ctx, &request.path),
             Route::Bind => Response::error(
                 StatusCode::NOT_IMPLEMENTED,
                 "rota does not bind pods: remove bindVerb from the extender configuration",
@@ -137,7 +142,7 @@ impl Handler for Extender {
             return Response::error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint {}: use POST /filter, /prioritize or /preempt, or GET /healthz, /readyz or /metrics",
+                    "no such endpoint {}: use POST /filter, /prioritize or /preempt, or GET /healthz, /readyz, /metrics or /v1/explain/NAMESPACE/POD",
                     request.path
                 ),
             );

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::core::health::TelemetryRules;
-use crate::core::preemption::{self, Candidate, NodeCandidates};
-use crate::core::{placement, GpuPod};
+use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
+use crate::core::{gate, placement, GpuPod};
 use crate::state::translate;
 use crate::wire::{
     ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
@@ -116,7 +116,11 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
     let now = unix_now();
-    let outcome = placement::filter(&ctx.view.read(), &pod, &names, &telemetry_rules(ctx, now));
+    // The fair-share gate first: a pod whose turn has not come is held on every node.
+    let outcome = match ctx.view.gate_pod(&pod, &ctx.config.gate) {
+        Some(reason) => gate::reject_all(&names, reason),
+        None => placement::filter(&ctx.view.read(), &pod, &names, &telemetry_rules(ctx, now)),
+    };
 
     let nodes = candidates.raw.map(|raw| NodeList {
         items: keep_passed(&names, &raw, &outcome.passed),
@@ -194,7 +198,11 @@ pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
         proposed.insert(node, node_candidates(pods, victims.num_pdb_violations));
     }
 
-    let selected = preemption::select_victims(&ctx.view.read(), &pod, proposed);
+    let rules = VictimRules {
+        config: &ctx.config,
+        now_unix_seconds: unix_now(),
+    };
+    let selected = preemption::select_victims(&ctx.view.read(), &pod, proposed, &rules);
 
     let result = ExtenderPreemptionResult {
         node_name_to_meta_victims: selected

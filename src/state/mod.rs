@@ -15,6 +15,8 @@
 //! (or `namespace/name` when a hand-written pod has none).
 //! Must not: talk to the API server (that is `controller`), or make policy decisions (`core`).
 
+pub mod fairshare;
+pub mod fairshare_metrics;
 pub mod translate;
 
 use std::sync::atomic::{AtomicBool, Ordering};

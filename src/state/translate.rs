@@ -141,11 +141,10 @@ pub fn gpu_pod(pod: &Pod, settings: &ViewSettings) -> Result<GpuPod, TranslateEr
     let phase = status.and_then(|s| s.phase.as_deref());
     let mut placement = placement_rules(meta.annotations.as_ref());
     let mut number = |key: &str, min: u64| {
-        annotation_number(meta.annotations.as_ref(), key, min)
-            .unwrap_or_else(|message| {
-                placement.errors.push(message);
-                None
-            })
+        annotation_number(meta.annotations.as_ref(), key, min).unwrap_or_else(|message| {
+            placement.errors.push(message);
+            None
+        })
     };
     let gang_size = number(GANG_SIZE_ANNOTATION, 1).and_then(|n| u32::try_from(n).ok());
     let quantum_seconds = number(QUANTUM_ANNOTATION, 0);

@@ -1,0 +1,234 @@
+//! Rotates KubeVirt `kubevirt.io/v1` VirtualMachines by setting `spec.runStrategy: Halted`
+//! (KubeVirt deletes the VMI, the launcher pod ends and the GPU is freed), and resumes them by
+//! restoring the run strategy they had, kept in `rota.io/previous-run-strategy`.
+//!
+//! A VM still using the deprecated `spec.running: true` counts as `Always`; the stop patch sets
+//! `running: null` because KubeVirt refuses a VM with both fields.
+//!
+//! | found                                | rotate out                  | resume                  |
+//! |--------------------------------------|-----------------------------|-------------------------|
+//! | running (any strategy but Halted)    | Halted + annotations        | `AlreadyDone`           |
+//! | Halted with rota's annotation        | `AlreadyDone`               | restore + clear         |
+//! | Halted without it (someone else)     | `LeftAlone`                 | `LeftAlone`             |
+//! | running with rota's annotation       | stop again                  | `LeftAlone` (by hand)   |
+//! | `WaitAsReceiver` (migration target)  | `LeftAlone`                 | `LeftAlone`             |
+//!
+//! Must not: pause (a paused VM keeps its GPU) or use the start/stop subresources (a direct
+//! patch keeps the previous strategy in our hands).
+
+use futures::future::BoxFuture;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::Api;
+use serde_json::{json, Map, Value};
+
+use super::context::{annotation, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES};
+use super::{
+    Action, Actuator, Direction, Outcome, Result, PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT,
+    ROTATION_REASON,
+};
+
+/// The run strategy of a stopped VM.
+pub const HALTED: &str = "Halted";
+/// Run strategies rota restores; anything else in the annotation restores `Always`.
+pub const RESTORABLE: [&str; 4] = ["Always", "RerunOnFailure", "Manual", "Once"];
+
+/// `kubevirt.io/v1` `VirtualMachine`, plural `virtualmachines`.
+pub fn vm_api_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine");
+    ApiResource::from_gvk_with_plural(&gvk, "virtualmachines")
+}
+
+/// Stops and restarts KubeVirt VirtualMachines.
+#[derive(Clone)]
+pub struct VmActuator {
+    ctx: KubeContext,
+    resource: ApiResource,
+}
+
+impl VmActuator {
+    /// An actuator writing through `ctx`.
+    pub fn new(ctx: KubeContext) -> Self {
+        Self {
+            ctx,
+            resource: vm_api_resource(),
+        }
+    }
+
+    async fn act(&self, action: &Action, direction: Direction, dry_run: bool) -> Result<Outcome> {
+        let api = Api::<DynamicObject>::namespaced_with(
+            self.ctx.client().clone(),
+            &action.workload.namespace,
+            &self.resource,
+        );
+        let op = PatchOp {
+            api,
+            dynamic_type: &self.resource,
+            action,
+            direction,
+            dry_run,
+            verb: match direction {
+                Direction::RotateOut => "Stop",
+                Direction::Resume => "Start",
+            },
+        };
+        let now = self.ctx.now_rfc3339();
+        self.ctx
+            .read_decide_patch(op, |vm| match direction {
+                Direction::RotateOut => decide_rotate_out(vm, &now, &action.reason),
+                Direction::Resume => decide_resume(vm),
+            })
+            .await
+    }
+}
+
+impl Actuator for VmActuator {
+    fn rotate_out<'a>(
+        &'a self,
+        action: &'a Action,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(self.act(action, Direction::RotateOut, dry_run))
+    }
+
+    fn resume<'a>(&'a self, action: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(self.act(action, Direction::Resume, dry_run))
+    }
+}
+
+/// The VM's effective run strategy, and whether the deprecated `spec.running` is set.
+fn run_strategy(vm: &DynamicObject) -> (String, bool) {
+    let spec = &vm.data["spec"];
+    let legacy = !spec["running"].is_null();
+    if let Some(strategy) = spec["runStrategy"].as_str() {
+        return (strategy.to_owned(), legacy);
+    }
+    let running = spec["running"].as_bool().unwrap_or(false);
+    let strategy = if running { "Always" } else { HALTED };
+    (strategy.to_owned(), legacy)
+}
+
+fn decide_rotate_out(vm: &DynamicObject, now: &str, reason: &str) -> Decision {
+    let (strategy, legacy) = run_strategy(vm);
+    let ours = annotation(vm, ROTATED_OUT_AT).is_some();
+    if strategy == HALTED {
+        return Decision::Stop(if ours {
+            Outcome::AlreadyDone
+        } else {
+            Outcome::left_alone("the VM was stopped by someone else")
+        });
+    }
+    if strategy == "WaitAsReceiver" {
+        return Decision::Stop(Outcome::left_alone("the VM is receiving a migration"));
+    }
+    let annotations = json!({
+        ROTATED_OUT_AT: now,
+        ROTATION_REASON: truncate(reason, MAX_NOTE_BYTES),
+        PREVIOUS_RUN_STRATEGY: strategy,
+    });
+    Decision::Patch(patch(vm, annotations, HALTED, legacy))
+}
+
+fn decide_resume(vm: &DynamicObject) -> Decision {
+    let (strategy, legacy) = run_strategy(vm);
+    let ours = annotation(vm, ROTATED_OUT_AT).is_some();
+    match (strategy == HALTED, ours) {
+        (true, true) => {
+            let previous = annotation(vm, PREVIOUS_RUN_STRATEGY)
+                .filter(|s| RESTORABLE.contains(s))
+                .unwrap_or("Always");
+            let annotations = json!({
+                ROTATED_OUT_AT: null,
+                ROTATION_REASON: null,
+                PREVIOUS_RUN_STRATEGY: null,
+            });
+            Decision::Patch(patch(vm, annotations, previous, legacy))
+        }
+        (true, false) => Decision::Stop(Outcome::left_alone(
+            "the VM was stopped by someone else, not by rota",
+        )),
+        (false, true) => Decision::Stop(Outcome::left_alone("the VM was started by hand")),
+        (false, false) => Decision::Stop(Outcome::AlreadyDone),
+    }
+}
+
+/// The merge patch setting `runStrategy` (and clearing a legacy `running`), guarded by the
+/// resourceVersion that was read.
+fn patch(vm: &DynamicObject, annotations: Value, strategy: &str, legacy: bool) -> Value {
+    let mut metadata = Map::new();
+    if let Some(rv) = &vm.metadata.resource_version {
+        metadata.insert("resourceVersion".into(), json!(rv));
+    }
+    metadata.insert("annotations".into(), annotations);
+    let mut spec = Map::new();
+    spec.insert("runStrategy".into(), json!(strategy));
+    if legacy {
+        spec.insert("running".into(), Value::Null);
+    }
+    json!({"metadata": metadata, "spec": spec})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(spec: Value, annotations: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "vm", "namespace": "ns", "resourceVersion": "3",
+                         "annotations": annotations},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn legacy_running_counts_as_always_and_is_cleared() {
+        let found = vm(json!({"running": true}), json!({}));
+        let Decision::Patch(p) = decide_rotate_out(&found, "T", "why") else {
+            panic!("a running VM is stopped");
+        };
+        assert_eq!(p["spec"], json!({"runStrategy": "Halted", "running": null}));
+        assert_eq!(
+            p["metadata"]["annotations"][PREVIOUS_RUN_STRATEGY],
+            "Always"
+        );
+        let stopped = vm(json!({"running": false}), json!({}));
+        assert!(matches!(
+            decide_rotate_out(&stopped, "T", "why"),
+            Decision::Stop(Outcome::LeftAlone { .. })
+        ));
+    }
+
+    #[test]
+    fn resume_restores_a_known_strategy_or_always() {
+        let halted = |prev: &str| {
+            vm(
+                json!({"runStrategy": "Halted"}),
+                json!({ROTATED_OUT_AT: "T", PREVIOUS_RUN_STRATEGY: prev}),
+            )
+        };
+        let restored = |v: &DynamicObject| match decide_resume(v) {
+            Decision::Patch(p) => p["spec"]["runStrategy"].as_str().unwrap().to_owned(),
+            Decision::Stop(o) => o.code().to_owned(),
+        };
+        assert_eq!(restored(&halted("RerunOnFailure")), "RerunOnFailure");
+        assert_eq!(restored(&halted("Halted")), "Always");
+        assert_eq!(restored(&halted("nonsense")), "Always");
+        let by_hand = vm(
+            json!({"runStrategy": "Always"}),
+            json!({ROTATED_OUT_AT: "T"}),
+        );
+        assert_eq!(restored(&by_hand), "left_alone");
+        let running = vm(json!({"runStrategy": "Always"}), json!({}));
+        assert_eq!(restored(&running), "already_done");
+    }
+
+    #[test]
+    fn migration_receivers_are_left_alone() {
+        let receiver = vm(json!({"runStrategy": "WaitAsReceiver"}), json!({}));
+        assert!(matches!(
+            decide_rotate_out(&receiver, "T", "why"),
+            Decision::Stop(Outcome::LeftAlone { .. })
+        ));
+    }
+}

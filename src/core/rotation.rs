@@ -1,0 +1,505 @@
+//! The rotation planner: which running workloads to rotate out, and which rotated-out ones to
+//! resume, so that GPU time moves from tenants above their entitlement to tenants below it.
+//!
+//! Pure: [`plan`] reads a [`PlanInput`] (plain data that the live loop and the simulator both
+//! build, with `now` inside it) and a [`RotationHistory`], and returns a [`Plan`]. The caller
+//! acts on the plan, then calls [`RotationHistory::record`].
+//!
+//! **Rules**, per GPU resource (resources in name order; the caps are shared):
+//!
+//! 1. *Claims* are served in fair-share order: the waiting workloads in the order given (the
+//!    queue's), merged with the rotated-out workloads (by their tenant's standing
+//!    `held / entitled` at the start of the tick, then earliest rotated out; a tie goes to the
+//!    rotated-out one, which ran before).
+//! 2. A claim that the free GPUs cover (on one node when it needs one node) takes them: a waiting
+//!    workload needs no action (the queue gate admits it), a rotated-out workload is resumed when
+//!    its tenant is below its entitlement and resuming brings the tenant closer to it.
+//! 3. Otherwise GPUs are made, only when the claim's tenant is below its entitlement by more than
+//!    `margin_gpus` (hysteresis) and the tick cap is not spent. A *victim* is a running workload
+//!    that is preemptible (not annotated `rota.io/preemptible: "false"`), not of a protected
+//!    PriorityClass, past its quantum (since its last start or resume, and since its last
+//!    rotation out), of priority ≤ the claim's, of another tenant that is above its entitlement
+//!    by more than the margin, and whose removal leaves that tenant at or above its entitlement
+//!    (no overshoot: the victim's tenant never becomes a claimant because of the rotation, which
+//!    is what prevents ping-pong).
+//! 4. Victim choice: the smallest set covering the claim, best fit first. For a one-node claim,
+//!    a single victim on a node where `free + its GPUs there` is exactly the need, else the
+//!    smallest such excess, then the most attained service; failing a single victim, several on
+//!    one node (largest first, ending with the best fit), probing at most [`MAX_NODE_PROBES`]
+//!    nodes. For an any-node claim the same over the pool's free GPUs and victims' totals.
+//! 5. A set is taken only if the total share gap `Σ_t |held_t − entitled_t|` of the resource
+//!    strictly falls when the victims leave and the claim starts; at most `max_per_tick`
+//!    rotations per tick and `max_per_tenant_per_tick` per victim tenant; and never from a tenant
+//!    that took GPUs from the claim's tenant on the previous tick (no trading back and forth).
+//!
+//! **Guarantees** (property tests in `tests/rotation.rs`): no workload is rotated out twice
+//! within its quantum; no pair of tenants trades GPUs back on consecutive ticks; every non-empty
+//! plan strictly reduces the total share gap when applied (victims leave, claims start).
+//!
+//! **Cost**: O(n log n) to index the n running workloads of the tick, then per claim
+//! O(T · log n) over the T tenants with victims (each tenant's index scan is bounded by
+//! [`MAX_SCAN_PER_TENANT`]). No claim scans all running workloads.
+//!
+//! Must not: read a clock, call the API server, or look at Kubernetes objects. Tenants not listed
+//! in a [`ResourceState`] have no known entitlement: their workloads are never victims and their
+//! claims never trigger a rotation (the safe reading, as in `preemption`).
+
+mod pool;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::config::RotationConfig;
+
+use super::model::WorkloadId;
+use pool::Pool;
+
+/// `reason_code` of a rotation out: the workload's tenant is above its share.
+pub const OVER_SHARE: &str = "over_share";
+/// `reason_code` of a resume: its tenant is below its share and GPUs are free.
+pub const RESUME_TURN: &str = "resume_turn";
+
+/// At most this many index entries are examined per tenant and claim (entries too large for the
+/// tenant's slack or of too high a priority are skipped), which bounds a claim's cost.
+pub const MAX_SCAN_PER_TENANT: usize = 1024;
+
+/// At most this many nodes (those with the most reclaimable GPUs) are probed when a one-node
+/// claim needs several victims.
+pub const MAX_NODE_PROBES: usize = 64;
+
+/// Slack for comparing fractional GPU counts.
+const EPS: f64 = 1e-9;
+
+/// Where a claim's GPUs must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Spread {
+    /// All on one node (a gang that must share a node, or a single pod).
+    #[default]
+    OneNode,
+    /// On any nodes of the pool.
+    AnyNodes,
+}
+
+/// A running workload, as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningWorkload {
+    /// The workload (its kind picks the actuator).
+    pub id: WorkloadId,
+    /// Tenant charged for it.
+    pub tenant: String,
+    /// The GPU resource it holds.
+    pub resource: String,
+    /// GPUs held per node.
+    pub nodes: Vec<(String, u64)>,
+    /// Start of its current run (its last start or resume), seconds.
+    pub started_at: f64,
+    /// GPU-seconds received so far.
+    pub attained_gpu_seconds: f64,
+    /// Effective minimum run time, already clamped (defaults: Job 600 s, VM 3600 s).
+    pub quantum_seconds: f64,
+    /// False when annotated `rota.io/preemptible: "false"`.
+    pub preemptible: bool,
+    /// Its PriorityClass is in `rotation.protectedPriorityClasses`.
+    pub protected: bool,
+    /// PriorityClass value (a claim never displaces a workload of higher priority).
+    pub priority: i32,
+}
+
+impl RunningWorkload {
+    /// GPUs held over all nodes.
+    pub fn gpus(&self) -> u64 {
+        self.nodes.iter().map(|&(_, g)| g).sum()
+    }
+}
+
+/// A pending workload, as the queue orders it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaitingWorkload {
+    /// The workload.
+    pub id: WorkloadId,
+    /// Tenant charged for it.
+    pub tenant: String,
+    /// The GPU resource it waits for.
+    pub resource: String,
+    /// GPUs it needs (the whole gang).
+    pub gpus: u64,
+    /// Whether its GPUs must be on one node.
+    pub spread: Spread,
+    /// PriorityClass value.
+    pub priority: i32,
+}
+
+/// A workload rota rotated out and has not resumed yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotatedOutWorkload {
+    /// The workload, its tenant, resource, GPUs, spread and priority.
+    pub workload: WaitingWorkload,
+    /// When it was rotated out, seconds.
+    pub rotated_out_at: f64,
+}
+
+/// One tenant's position on one resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantShare {
+    /// Tenant name.
+    pub tenant: String,
+    /// GPUs held now.
+    pub held: f64,
+    /// GPUs it is entitled to now (from `fairshare::entitlements`).
+    pub entitled: f64,
+}
+
+/// One GPU resource: its tenants and free GPUs per node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceState {
+    /// Resource name.
+    pub resource: String,
+    /// Tenants with held GPUs or demand (each listed once; later duplicates are ignored).
+    pub tenants: Vec<TenantShare>,
+    /// Free GPUs per ready, schedulable node (nodes not listed have none free).
+    pub free: Vec<(String, u64)>,
+}
+
+/// The caps from `RotationConfig`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Hysteresis: a gap of at most this many GPUs is left alone. Default 1.
+    pub margin_gpus: f64,
+    /// Rotations out per tick. Default 4.
+    pub max_per_tick: u32,
+    /// Rotations out per victim tenant per tick. Default 1.
+    pub max_per_tenant_per_tick: u32,
+}
+
+impl Limits {
+    /// The caps of a rotation config (a negative or NaN margin counts as 0).
+    pub fn from_config(config: &RotationConfig) -> Self {
+        Self {
+            margin_gpus: if config.margin_gpus > 0.0 {
+                config.margin_gpus
+            } else {
+                0.0
+            },
+            max_per_tick: config.max_per_tick,
+            max_per_tenant_per_tick: config.max_per_tenant_per_tick,
+        }
+    }
+}
+
+impl Default for Limits {
+    /// The config defaults: margin 1 GPU, 4 per tick, 1 per tenant.
+    fn default() -> Self {
+        Self::from_config(&RotationConfig::default())
+    }
+}
+
+/// Everything one tick's plan depends on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanInput {
+    /// The tick's time, seconds (same clock as `started_at` and the history).
+    pub now: f64,
+    /// Running workloads.
+    pub running: Vec<RunningWorkload>,
+    /// Pending workloads in fair-share order.
+    pub waiting: Vec<WaitingWorkload>,
+    /// Rotated-out workloads.
+    pub rotated_out: Vec<RotatedOutWorkload>,
+    /// Per resource: tenants' held and entitled GPUs, free GPUs per node.
+    pub resources: Vec<ResourceState>,
+    /// Caps and hysteresis.
+    pub limits: Limits,
+}
+
+/// One thing the planner wants done to one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Action {
+    /// The workload; its kind picks the actuator.
+    pub workload: WorkloadId,
+    /// The tenant charged for it.
+    pub tenant: String,
+    /// GPUs this action frees or takes.
+    pub gpus: u64,
+    /// A human sentence explaining why.
+    pub reason: String,
+    /// A bounded label for metrics: [`OVER_SHARE`] or [`RESUME_TURN`].
+    pub reason_code: &'static str,
+}
+
+/// GPUs made free for one claim: who they go to and whose workloads gave them up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    /// The waiting or rotated-out workload the GPUs are for (the loop admits it).
+    pub to: WorkloadId,
+    /// Its tenant.
+    pub to_tenant: String,
+    /// The resource.
+    pub resource: String,
+    /// GPUs it takes in all (freed by the victims plus GPUs that were free).
+    pub gpus: u64,
+    /// The tenants of its victims, in the order of `Plan::rotate_out`.
+    pub from_tenants: Vec<String>,
+}
+
+/// What one tick should do.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Running workloads to rotate out.
+    pub rotate_out: Vec<Action>,
+    /// Rotated-out workloads to resume.
+    pub resume: Vec<Action>,
+    /// Why each rotation happened: the claim it serves (the history keeps the tenant pairs).
+    pub transfers: Vec<Transfer>,
+}
+
+impl Plan {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.rotate_out.is_empty() && self.resume.is_empty()
+    }
+}
+
+/// What the planner remembers of one workload.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WorkloadHistory {
+    /// When rota last rotated it out.
+    pub rotated_out_at: Option<f64>,
+    /// When rota last resumed it.
+    pub resumed_at: Option<f64>,
+}
+
+/// The planner's memory between ticks: last rotation and resume per workload, and the
+/// `(from-tenant, to-tenant)` pairs of the previous tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RotationHistory {
+    workloads: FxHashMap<WorkloadId, WorkloadHistory>,
+    pairs: BTreeSet<(String, String)>,
+}
+
+impl RotationHistory {
+    /// An empty history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a plan that was carried out at `now`; the plan's pairs replace the previous
+    /// tick's (so call it every tick, with an empty plan when nothing was done).
+    pub fn record(&mut self, plan: &Plan, now: f64) {
+        for a in &plan.rotate_out {
+            self.workloads
+                .entry(a.workload.clone())
+                .or_default()
+                .rotated_out_at = Some(now);
+        }
+        for a in &plan.resume {
+            self.workloads
+                .entry(a.workload.clone())
+                .or_default()
+                .resumed_at = Some(now);
+        }
+        self.pairs = plan
+            .transfers
+            .iter()
+            .flat_map(|t| {
+                t.from_tenants
+                    .iter()
+                    .map(|f| (f.clone(), t.to_tenant.clone()))
+            })
+            .collect();
+    }
+
+    /// What is remembered of `id`.
+    pub fn workload(&self, id: &WorkloadId) -> Option<&WorkloadHistory> {
+        self.workloads.get(id)
+    }
+
+    /// The `(from-tenant, to-tenant)` pairs of the last recorded tick, in order.
+    pub fn previous_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(a, b)| (a.as_str(), b.as_str()))
+    }
+
+    /// Forgets a workload that no longer exists.
+    pub fn forget(&mut self, id: &WorkloadId) {
+        self.workloads.remove(id);
+    }
+
+    /// Forgets workloads whose last rotation and resume are both before `before` (older than
+    /// any quantum), so the history stays bounded.
+    pub fn prune(&mut self, before: f64) {
+        self.workloads.retain(|_, h| {
+            h.rotated_out_at.is_some_and(|t| t >= before)
+                || h.resumed_at.is_some_and(|t| t >= before)
+        });
+    }
+
+    /// Workloads remembered.
+    pub fn len(&self) -> usize {
+        self.workloads.len()
+    }
+
+    /// Nothing remembered.
+    pub fn is_empty(&self) -> bool {
+        self.workloads.is_empty() && self.pairs.is_empty()
+    }
+}
+
+/// The total share gap `Σ |held − entitled|` of one resource's tenants.
+pub fn share_gap(tenants: &[TenantShare]) -> f64 {
+    tenants.iter().map(|t| (t.held - t.entitled).abs()).sum()
+}
+
+/// Plans one tick (see the module docs for the rules).
+pub fn plan(input: &PlanInput, history: &RotationHistory) -> Plan {
+    let mut tick = Tick::new(input, history);
+    let mut resources: Vec<&ResourceState> = input.resources.iter().collect();
+    resources.sort_by(|a, b| a.resource.cmp(&b.resource));
+    resources.dedup_by(|a, b| a.resource == b.resource);
+    for state in resources {
+        let r = state.resource.as_str();
+        let running = input.running.iter().filter(|w| w.resource == r);
+        let mut pool = Pool::new(state, running, &tick);
+        let waiting = input.waiting.iter().filter(|w| w.resource == r);
+        let rotated = input
+            .rotated_out
+            .iter()
+            .filter(|w| w.workload.resource == r);
+        for claim in pool.claims(waiting, rotated) {
+            tick.serve(&mut pool, &claim);
+        }
+    }
+    tick.plan
+}
+
+/// A workload asking for GPUs this tick: waiting, or rotated out (then served by a resume).
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    workload: &'a WaitingWorkload,
+    tenant: usize,
+    resume: bool,
+}
+
+/// State shared by the resources of one tick: time, caps spent, pair bans, the plan so far.
+struct Tick<'a> {
+    now: f64,
+    limits: Limits,
+    history: &'a RotationHistory,
+    /// `(victim tenant, claim tenant)` pairs forbidden this tick.
+    banned: FxHashSet<(&'a str, &'a str)>,
+    rotations: u32,
+    per_tenant: FxHashMap<&'a str, u32>,
+    plan: Plan,
+}
+
+impl<'a> Tick<'a> {
+    fn new(input: &'a PlanInput, history: &'a RotationHistory) -> Self {
+        Self {
+            now: input.now,
+            limits: input.limits,
+            history,
+            // Last tick `from` gave to `to`: now `to` must not give back to `from`.
+            banned: history.previous_pairs().map(|(f, t)| (t, f)).collect(),
+            rotations: 0,
+            per_tenant: FxHashMap::default(),
+            plan: Plan::default(),
+        }
+    }
+
+    /// Whether `w` has run its quantum, counted from its last start or resume and from its
+    /// last rotation out. An unknown or NaN time or quantum reads as "not yet".
+    fn past_quantum(&self, w: &RunningWorkload) -> bool {
+        let q = w.quantum_seconds;
+        if !(q.is_finite() && q >= 0.0) {
+            return false;
+        }
+        let mut since = w.started_at;
+        if let Some(h) = self.history.workload(&w.id) {
+            if let Some(r) = h.resumed_at {
+                since = since.max(r);
+            }
+            if h.rotated_out_at.is_some_and(|t| !(self.now - t >= q)) {
+                return false;
+            }
+        }
+        self.now - since >= q
+    }
+
+    fn rotated(&self, tenant: &str) -> u32 {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    fn rotations_left(&self) -> u32 {
+        self.limits.max_per_tick.saturating_sub(self.rotations)
+    }
+
+    fn serve(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>) {
+        let w = claim.workload;
+        if w.gpus == 0 {
+            return;
+        }
+        if let Some(site) = pool.free_fit(w) {
+            if !claim.resume {
+                pool.take_free(site, w.gpus, &[]);
+                pool.expect(claim.tenant, w.gpus);
+            } else if pool.may_resume(claim.tenant, w.gpus) {
+                pool.take_free(site, w.gpus, &[]);
+                self.resume(pool, claim, "GPUs are free");
+            }
+            return;
+        }
+        if self.rotations_left() == 0
+            || !pool.owed_beyond_margin(claim.tenant, self.limits.margin_gpus)
+        {
+            return;
+        }
+        let Some(choice) = pool.search(claim, self) else {
+            return;
+        };
+        let from = pool.commit(&choice, claim, self);
+        if claim.resume {
+            self.resume(pool, claim, "GPUs were freed by rotation");
+        } else {
+            pool.start(claim.tenant, w.gpus);
+        }
+        self.plan.transfers.push(Transfer {
+            to: w.id.clone(),
+            to_tenant: w.tenant.clone(),
+            resource: w.resource.clone(),
+            gpus: w.gpus,
+            from_tenants: from,
+        });
+    }
+
+    fn resume(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>, why: &str) {
+        let w = claim.workload;
+        let (held, entitled) = pool.standing_numbers(claim.tenant);
+        let reason = format!(
+            "tenant {} holds {} {} GPUs, below its share of {:.1}; {why}",
+            w.tenant,
+            Gpus(held),
+            w.resource,
+            entitled
+        );
+        pool.start(claim.tenant, w.gpus);
+        self.plan.resume.push(Action {
+            workload: w.id.clone(),
+            tenant: w.tenant.clone(),
+            gpus: w.gpus,
+            reason,
+            reason_code: RESUME_TURN,
+        });
+    }
+}
+
+/// A GPU count that prints without a fraction when it has none.
+struct Gpus(f64);
+
+impl fmt::Display for Gpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if (self.0 - self.0.round()).abs() < EPS {
+            write!(f, "{}", self.0.round())
+        } else {
+            write!(f, "{:.1}", self.0)
+        }
+    }
+}
