@@ -9,7 +9,7 @@ use rota::config::ValidConfig;
 use rota::core::explain::{Explanation, PodState};
 use rota::core::fairshare::{entitlements, SharePolicy, TenantLoad};
 use rota::core::ledger::Ledger;
-use rota::extender::{Context, Extender};
+use rota::extender::{explain, Context, Extender};
 use rota::http::{Handler, Request};
 use rota::state::fairshare::{FairShareRefresher, SharedLedger};
 use rota::state::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
@@ -289,4 +289,37 @@ fn metrics_export_tenant_shares_usage_fairness_and_queue_waits() {
     let created = 1_735_693_200.0; // 2025-01-01T01:00:00Z
     assert_eq!(count, Some(1.0));
     assert_eq!(sum, Some(NOW + 10.0 - created));
+}
+
+#[tokio::test]
+async fn rota_explain_fetches_over_http_and_prints_a_summary() {
+    let mut f = fixture();
+    scenario(&mut f);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(rota::http::serve(
+        listener,
+        Arc::new(f.extender),
+        rota::http::ServerOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let e = explain::fetch(&base, "lab/chem").await.unwrap();
+    let text = explain::summary(&e);
+    assert!(
+        text.contains("Position 2 of 3 for nvidia.com/gpu"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Tenant chem (weight 1): holds 0 GPUs"),
+        "{text}"
+    );
+    assert!(text.contains("pod/lab/bio (tenant bio, 4 GPUs"), "{text}");
+    let missing = explain::fetch(&base, "lab/nobody").await.unwrap_err();
+    assert!(format!("{missing:#}").contains("404"), "{missing:#}");
+    assert!(explain::fetch(&base, "no-slash").await.is_err());
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

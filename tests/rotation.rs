@@ -410,7 +410,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::sample::select(vec![60.0f64, 300.0, 600.0]),
         prop::bool::weighted(0.9),
         prop::bool::weighted(0.1),
-        prop::sample::select(vec![0i32, 0, 0, 1]),
+        prop::sample::select(vec![0i32, 0, 0, 0, 0, 1]),
         prop::bool::weighted(0.8),
     )
         .prop_map(

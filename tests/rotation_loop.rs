@@ -13,9 +13,13 @@ use k8s_openapi::jiff::Timestamp;
 use parking_lot::Mutex;
 use prometheus::Registry;
 use rota::controller::leader::Clock;
+use rota::controller::rotation::CorePlanner;
 use rota::controller::rotation::{
     Action, ActionReport, Actuator, Direction, Error, LoopSettings, Outcome, Plan, Planner,
     RotationLoop, RotationMetrics, TickSummary,
+};
+use rota::core::rotation::{
+    Limits, PlanInput, ResourceState, RunningWorkload, Spread, TenantShare, WaitingWorkload,
 };
 use rota::core::{WorkloadId, WorkloadKind};
 use tokio::sync::{oneshot, watch};
@@ -109,7 +113,7 @@ fn rotate_out_plan(names: &[&str]) -> Plan {
             .iter()
             .map(|n| action(WorkloadKind::Job, n, "physics", "over_share"))
             .collect(),
-        resume: Vec::new(),
+        ..Plan::default()
     }
 }
 
@@ -353,8 +357,11 @@ fn rotate_out_plan_fn(names: &'static [&'static str]) -> impl Planner {
 /// every report it is given.
 struct TwoTicks {
     tick: usize,
-    reports: Arc<Mutex<Vec<(Direction, String, &'static str)>>>,
+    reports: Arc<Mutex<Vec<Seen>>>,
 }
+
+/// What the planner was told of one action: direction, workload name, outcome code.
+type Seen = (Direction, String, &'static str);
 
 impl Planner for TwoTicks {
     fn plan(&mut self, _now: Timestamp) -> Plan {
@@ -363,14 +370,14 @@ impl Planner for TwoTicks {
         match self.tick {
             1 => Plan {
                 rotate_out: vec![a],
-                resume: vec![],
+                ..Plan::default()
             },
             2 => Plan {
-                rotate_out: vec![],
                 resume: vec![Action {
                     reason_code: "resume_turn",
                     ..a
                 }],
+                ..Plan::default()
             },
             _ => Plan::default(),
         }
@@ -481,6 +488,82 @@ async fn seeded_rotated_out_workloads_show_until_resumed() {
     within(rotation.tick()).await;
     assert_eq!(
         sample(r, "rota_rotated_out_workloads", &[("tenant", "bio")]),
+        Some(1.0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core planner behind the loop
+
+/// physics holds 8 GPUs on n1 (entitled to 4) with one Job past its quantum; bio waits for 4.
+fn over_share_input(now: Timestamp) -> PlanInput {
+    let job = |name: &str| WorkloadId {
+        kind: WorkloadKind::Job,
+        namespace: "ns".into(),
+        name: name.into(),
+    };
+    let running = |name: &str| RunningWorkload {
+        id: job(name),
+        tenant: "physics".into(),
+        resource: "nvidia.com/gpu".into(),
+        nodes: vec![("n1".into(), 4)],
+        started_at: 0.0,
+        attained_gpu_seconds: 4000.0,
+        quantum_seconds: 600.0,
+        preemptible: true,
+        protected: false,
+        priority: 0,
+    };
+    PlanInput {
+        now: now.as_second() as f64,
+        running: vec![running("p1"), running("p2")],
+        waiting: vec![WaitingWorkload {
+            id: job("b1"),
+            tenant: "bio".into(),
+            resource: "nvidia.com/gpu".into(),
+            gpus: 4,
+            spread: Spread::OneNode,
+            priority: 0,
+        }],
+        rotated_out: vec![],
+        resources: vec![ResourceState {
+            resource: "nvidia.com/gpu".into(),
+            tenants: vec![
+                TenantShare {
+                    tenant: "physics".into(),
+                    held: 8.0,
+                    entitled: 4.0,
+                },
+                TenantShare {
+                    tenant: "bio".into(),
+                    held: 0.0,
+                    entitled: 4.0,
+                },
+            ],
+            free: vec![],
+        }],
+        limits: Limits::default(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_core_planner_remembers_what_was_done_and_honours_the_quantum() {
+    let actuator = Arc::new(Recording::new(|_| Ok(Outcome::Done)));
+    let planner = CorePlanner::new(over_share_input, Duration::from_secs(86_400));
+    let h = harness(planner, actuator.clone(), true, settings(false, 4));
+    let mut rotation = h.rotation;
+    let first = within(rotation.tick()).await;
+    assert_eq!(first.attempted, 1, "one physics Job makes room for bio");
+    let calls = actuator.calls();
+    assert_eq!(calls[0].0, Direction::RotateOut);
+    assert!(calls[0].1.starts_with('p'), "{calls:?}");
+    // Same cluster next tick (the clock is fixed): the victim is within its quantum since its
+    // rotation, the other would trade the same GPUs again; nothing more is done.
+    let second = within(rotation.tick()).await;
+    assert_eq!(second.attempted, 0, "{:?}", actuator.calls());
+    let over = [("tenant", "physics"), ("reason", "over_share")];
+    assert_eq!(
+        sample(&h.registry, "rota_rotations_total", &over),
         Some(1.0)
     );
 }
