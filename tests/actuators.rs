@@ -440,6 +440,19 @@ async fn job_dry_run_writes_nothing_but_the_would_event() {
     assert_eq!(outcome, Outcome::WouldAct);
 }
 
+#[tokio::test]
+async fn job_dry_run_resume_writes_nothing_but_the_would_event() {
+    let script = vec![
+        get(JOB_PATH, ok(job(Some(true), rotated_annotations()))),
+        event("Normal", "WouldResume", "Unsuspend", "Job"),
+    ];
+    let outcome = scenario(script, |a| async move {
+        a.resume(&action(WorkloadKind::Job), true).await
+    })
+    .await;
+    assert_eq!(outcome.unwrap(), Outcome::WouldAct);
+}
+
 // ---------------------------------------------------------------------------------------------
 // VirtualMachines
 

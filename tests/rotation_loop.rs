@@ -466,13 +466,13 @@ async fn dry_run_counts_would_be_rotations_but_holds_nothing_rotated_out() {
 async fn seeded_rotated_out_workloads_show_until_resumed() {
     let actuator = Arc::new(Recording::new(|_| Ok(Outcome::Done)));
     let resume = Plan {
-        rotate_out: vec![],
         resume: vec![action(
             WorkloadKind::VirtualMachine,
             "vm1",
             "bio",
             "resume_turn",
         )],
+        ..Plan::default()
     };
     let (planner, _) = counting_planner(resume);
     let h = harness(planner, actuator, true, settings(false, 4));
@@ -495,14 +495,15 @@ async fn seeded_rotated_out_workloads_show_until_resumed() {
 // ---------------------------------------------------------------------------------------------
 // The core planner behind the loop
 
-/// physics holds 8 GPUs on n1 (entitled to 4) with one Job past its quantum; bio waits for 4.
+/// physics holds 8 GPUs on n1 (entitled to 4): Job p1, past its quantum, and p2 of a protected
+/// PriorityClass; bio waits for 4.
 fn over_share_input(now: Timestamp) -> PlanInput {
     let job = |name: &str| WorkloadId {
         kind: WorkloadKind::Job,
         namespace: "ns".into(),
         name: name.into(),
     };
-    let running = |name: &str| RunningWorkload {
+    let running = |name: &str, protected: bool| RunningWorkload {
         id: job(name),
         tenant: "physics".into(),
         resource: "nvidia.com/gpu".into(),
@@ -511,12 +512,12 @@ fn over_share_input(now: Timestamp) -> PlanInput {
         attained_gpu_seconds: 4000.0,
         quantum_seconds: 600.0,
         preemptible: true,
-        protected: false,
+        protected,
         priority: 0,
     };
     PlanInput {
         now: now.as_second() as f64,
-        running: vec![running("p1"), running("p2")],
+        running: vec![running("p1", false), running("p2", true)],
         waiting: vec![WaitingWorkload {
             id: job("b1"),
             tenant: "bio".into(),
@@ -553,12 +554,9 @@ async fn the_core_planner_remembers_what_was_done_and_honours_the_quantum() {
     let h = harness(planner, actuator.clone(), true, settings(false, 4));
     let mut rotation = h.rotation;
     let first = within(rotation.tick()).await;
-    assert_eq!(first.attempted, 1, "one physics Job makes room for bio");
-    let calls = actuator.calls();
-    assert_eq!(calls[0].0, Direction::RotateOut);
-    assert!(calls[0].1.starts_with('p'), "{calls:?}");
-    // Same cluster next tick (the clock is fixed): the victim is within its quantum since its
-    // rotation, the other would trade the same GPUs again; nothing more is done.
+    assert_eq!(first.attempted, 1, "p1 makes room for bio");
+    assert_eq!(actuator.calls(), [(Direction::RotateOut, "p1".to_owned())]);
+    // Same cluster next tick (the clock is fixed): p1 is within its quantum since its rotation.
     let second = within(rotation.tick()).await;
     assert_eq!(second.attempted, 0, "{:?}", actuator.calls());
     let over = [("tenant", "physics"), ("reason", "over_share")];
@@ -566,4 +564,16 @@ async fn the_core_planner_remembers_what_was_done_and_honours_the_quantum() {
         sample(&h.registry, "rota_rotations_total", &over),
         Some(1.0)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_core_planner_retries_what_failed() {
+    let actuator = Arc::new(Recording::new(conflict));
+    let planner = CorePlanner::new(over_share_input, Duration::from_secs(86_400));
+    let h = harness(planner, actuator.clone(), true, settings(false, 4));
+    let mut rotation = h.rotation;
+    within(rotation.tick()).await;
+    within(rotation.tick()).await;
+    let p1 = (Direction::RotateOut, "p1".to_owned());
+    assert_eq!(actuator.calls(), [p1.clone(), p1]);
 }

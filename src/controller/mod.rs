@@ -23,6 +23,7 @@ pub mod dcgm;
 pub mod leader;
 pub mod ledger_store;
 pub mod rotation;
+pub mod usage;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus::Registry;
+use tokio::sync::watch;
 
 use crate::config::{self, ValidConfig};
 use crate::controller::agents::{self, AgentDirectory, Discovery, Target};
 use crate::controller::collector::{self, Collector, CollectorOptions};
+use crate::controller::leader::{default_identity, system_clock, LeaderConfig, LeaderElector};
+use crate::controller::ledger_store::{ConfigMapLedgerStore, FileLedgerStore, LedgerStore};
+use crate::controller::usage::UsageAccounting;
 use crate::core::telemetry::TelemetrySource;
 use crate::http::{self, ServerOptions, TlsFiles};
 use crate::metrics::{ClusterCollector, TelemetryAgeCollector, TelemetryMetrics};
@@ -62,6 +66,18 @@ pub struct ExtenderOptions {
     /// agents are found by `telemetry.agentSelector` and these take precedence.
     #[arg(long = "agent", value_name = "NODE=URL")]
     pub agents: Vec<Target>,
+    /// File that keeps the usage ledger with `--cluster none` (written atomically each tick).
+    #[arg(long, env = "ROTA_LEDGER_FILE", default_value = "rota-ledger.json")]
+    pub ledger_file: PathBuf,
+    /// ConfigMap (in --namespace) that keeps the usage ledger with `--cluster kube`.
+    #[arg(long, default_value = "rota-usage-ledger")]
+    pub ledger_configmap: String,
+    /// Namespace of rota's own Lease and ledger ConfigMap.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "rota-system")]
+    pub namespace: String,
+    /// Lease that elects the replica which charges usage (and, later, rotates workloads).
+    #[arg(long, default_value = "rota-extender")]
+    pub lease_name: String,
 }
 
 impl ExtenderOptions {
@@ -93,11 +109,42 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         .context("registering metrics")?;
     let directory = Arc::new(AgentDirectory::new(options.agents.clone()));
 
-    match options.cluster {
-        ClusterMode::Kube => {
-            let client = kube::Client::try_default().await.context(
+    let shutdown = Shutdown::on_signal();
+    let client =
+        match options.cluster {
+            ClusterMode::Kube => Some(kube::Client::try_default().await.context(
                 "connecting to the Kubernetes API (use --cluster none to run without one)",
-            )?;
+            )?),
+            ClusterMode::None => None,
+        };
+    let (store, leader): (Arc<dyn LedgerStore>, watch::Receiver<bool>) = match &client {
+        Some(client) => {
+            let elector = LeaderElector::new(
+                client.clone(),
+                LeaderConfig::new(&options.namespace, &options.lease_name, &default_identity()),
+                system_clock(),
+            )
+            .context("configuring leader election")?;
+            let leader = elector.subscribe();
+            tokio::spawn(elector.run(shutdown.wait()));
+            let store = ConfigMapLedgerStore::new(
+                client.clone(),
+                &options.namespace,
+                &options.ledger_configmap,
+                config.usage.half_life_seconds,
+            );
+            (Arc::new(store), leader)
+        }
+        None => {
+            // One process, no API server: it is the leader; the ledger lives in a file.
+            let (_, rx) = watch::channel(true);
+            let store = FileLedgerStore::new(&options.ledger_file, config.usage.half_life_seconds);
+            (Arc::new(store), rx)
+        }
+    };
+
+    match &client {
+        Some(client) => {
             tokio::spawn(watch_forever(client.clone(), view.clone()));
             for discovery in discoveries(&config) {
                 tokio::spawn(discover_forever(
@@ -107,7 +154,7 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
                 ));
             }
         }
-        ClusterMode::None => view.set_synced(true),
+        None => view.set_synced(true),
     }
     if options.cluster == ClusterMode::Kube || !options.agents.is_empty() {
         let collector_options = CollectorOptions::from_config(&config.telemetry);
@@ -119,11 +166,23 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         );
         tokio::spawn(collector.run());
     }
-    spawn_fair_share(&config, &registry, &view)?;
+    let config = Arc::new(config);
+    let ledger = spawn_fair_share(&config, &registry, &view)?;
+    tokio::spawn(
+        UsageAccounting {
+            ledger,
+            store,
+            view: view.clone(),
+            config: config.clone(),
+            leader,
+            interval: Duration::from_secs(config.rotation.interval_seconds.max(1)),
+        }
+        .run(),
+    );
 
     let ctx = Context {
         view,
-        config: Arc::new(config),
+        config,
         learn_nodes: options.cluster == ClusterMode::None,
     };
     let extender = Extender::new(ctx, registry).context("registering metrics")?;
@@ -140,7 +199,7 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         listener,
         Arc::new(extender),
         options.server_options(),
-        http::shutdown_signal(),
+        shutdown.wait(),
     )
     .await
     .context("serving HTTP")?;
@@ -149,23 +208,45 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
 }
 
 /// Starts the fair-share refresh (every 2 s when something changed) and its metrics.
+/// Returns the shared ledger, which the usage accounting task loads, charges and persists.
 fn spawn_fair_share(
     config: &ValidConfig,
     registry: &Registry,
     view: &Arc<ClusterView>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SharedLedger> {
     let ledger = crate::core::ledger::Ledger::new(config.usage.half_life_seconds)
         .context("building the usage ledger")?;
-    // TODO(#4): hand this ledger to the LedgerKeeper (controller/ledger_store.rs), which loads,
-    // advances and persists it; until then usage stays 0 and entitlements follow weights alone.
     let ledger: SharedLedger = Arc::new(parking_lot::Mutex::new(ledger));
     let policy = crate::core::fairshare::SharePolicy::from_config(config);
     FairShareCollector::register(registry, view.clone(), ledger.clone(), policy.clone())
         .context("registering metrics")?;
     let waits = QueueWaitMetrics::register(registry).context("registering metrics")?;
-    let refresher = FairShareRefresher::new(view.clone(), policy, ledger, Some(waits));
+    let refresher = FairShareRefresher::new(view.clone(), policy, ledger.clone(), Some(waits));
     tokio::spawn(refresher.run());
-    Ok(())
+    Ok(ledger)
+}
+
+/// One shutdown signal (SIGTERM or SIGINT) fanned out to every task that must see it.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    fn on_signal() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            http::shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves once the signal has arrived.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
 }
 
 /// Keeps the watchers running: they return only when a watch stream ends, which a restart fixes.

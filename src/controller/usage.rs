@@ -1,0 +1,246 @@
+//! Usage accounting: charges each tenant's GPU time to the shared ledger and persists it.
+//!
+//! Every tick the leader advances the ledger by what tenants held since the last tick (GPUs ×
+//! the device weight of the node's GPU model) and by what they measurably used (GPU utilisation
+//! from telemetry, split over the tenants holding GPUs on that node in proportion to what they
+//! hold), then saves it through a [`LedgerStore`]. Followers only reload what the leader wrote,
+//! so every replica's gate sees the same usage. A restart loses at most one tick: after a gap
+//! longer than two ticks the ledger only decays over the gap (nobody knows what was held then).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::ValidConfig;
+use crate::core::ledger::{self, Ledger};
+use crate::core::ClusterSnapshot;
+use crate::state::fairshare::{unix_now, SharedLedger};
+use crate::state::ClusterView;
+
+use super::ledger_store::LedgerStore;
+
+/// What one tenant held and used during a tick: `(weighted GPUs, measured busy GPUs)`.
+pub type TenantCharge = (f64, Option<f64>);
+
+/// Per-tenant charges for the GPUs held in `snapshot` right now. Pure: the tick multiplies by
+/// time.
+pub fn charges(snapshot: &ClusterSnapshot, config: &ValidConfig) -> BTreeMap<String, TenantCharge> {
+    // Per node: GPUs held by each tenant, to split the node's measured use.
+    let mut per_node: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for pod in snapshot.pods().filter(|p| p.holds_gpus()) {
+        let Some(node) = pod.node_name.as_deref() else {
+            continue;
+        };
+        let gpus: u64 = pod.requests.values().sum();
+        *per_node
+            .entry(node)
+            .or_default()
+            .entry(pod.tenant.as_str())
+            .or_insert(0) += gpus;
+    }
+    let mut out: BTreeMap<String, TenantCharge> = BTreeMap::new();
+    for (node_name, tenants) in per_node {
+        let node = snapshot.node(node_name);
+        let weight = ledger::device_weight(&config.usage, node.and_then(|n| n.product.as_deref()));
+        let held_on_node: u64 = tenants.values().sum();
+        let busy = node.and_then(measured_busy_gpus);
+        for (tenant, gpus) in tenants {
+            let entry = out.entry(tenant.to_string()).or_insert((0.0, None));
+            entry.0 += gpus as f64 * weight;
+            if let Some(busy) = busy {
+                let share = busy * gpus as f64 / held_on_node.max(1) as f64;
+                entry.1 = Some(entry.1.unwrap_or(0.0) + share);
+            }
+        }
+    }
+    out
+}
+
+/// Sum of GPU utilisation ratios reported for a node (e.g. 2 GPUs at 50 % = 1 busy GPU), when
+/// telemetry reports any.
+fn measured_busy_gpus(node: &crate::core::GpuNode) -> Option<f64> {
+    let telemetry = node.telemetry.as_ref()?;
+    let ratios: Vec<f64> = telemetry
+        .gpus()
+        .iter()
+        .filter_map(|g| g.utilization_gpu_ratio)
+        .collect();
+    (!ratios.is_empty()).then(|| ratios.iter().map(|r| r.clamp(0.0, 1.0)).sum())
+}
+
+/// The accounting task's inputs.
+pub struct UsageAccounting {
+    /// The ledger the fair-share refresher reads.
+    pub ledger: SharedLedger,
+    /// Where the ledger is persisted.
+    pub store: Arc<dyn LedgerStore>,
+    /// The cluster view to charge from.
+    pub view: Arc<ClusterView>,
+    /// The config (device weights).
+    pub config: Arc<ValidConfig>,
+    /// Whether this replica is the leader.
+    pub leader: watch::Receiver<bool>,
+    /// Time between ticks.
+    pub interval: Duration,
+}
+
+impl UsageAccounting {
+    /// Loads the stored ledger into the shared one (problems were logged by the store).
+    pub async fn load(&self) {
+        match self.store.load().await {
+            Ok(loaded) => *self.ledger.lock() = loaded.ledger,
+            Err(err) => tracing::error!(
+                code = err.code(),
+                error = %err,
+                "Cannot load the usage ledger; starting from zero."
+            ),
+        }
+    }
+
+    /// Runs forever: charge and save while leader, reload while follower.
+    pub async fn run(mut self) {
+        self.load().await;
+        let mut was_leader = false;
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let leader = *self.leader.borrow_and_update();
+            if leader && !was_leader {
+                // A former leader kept writing until it stepped down: start from its last word.
+                self.load().await;
+            }
+            was_leader = leader;
+            if leader {
+                self.tick(unix_now()).await;
+            } else {
+                self.load().await;
+            }
+        }
+    }
+
+    /// One leader tick at `now` (unix seconds): advance, then save a copy (no lock held across
+    /// the write).
+    pub async fn tick(&self, now: f64) {
+        let charges = self.view.with_snapshot(|s| charges(s, &self.config));
+        let copy: Ledger = {
+            let mut ledger = self.ledger.lock();
+            let gap_limit = 2.0 * self.interval.as_secs_f64();
+            if ledger.updated_at().is_some_and(|t| now - t > gap_limit) {
+                tracing::warn!(
+                    gap_seconds = now - ledger.updated_at().unwrap_or(now),
+                    "Usage ledger was not advanced for a while (restart or lost leadership); decaying over the gap without charging it."
+                );
+                ledger.advance(now, std::iter::empty());
+            }
+            ledger.advance(
+                now,
+                charges
+                    .iter()
+                    .map(|(tenant, &(weighted, measured))| (tenant.as_str(), weighted, measured)),
+            );
+            ledger.clone()
+        };
+        if let Err(err) = self.store.save(&copy).await {
+            tracing::error!(
+                code = err.code(),
+                retryable = err.is_retryable(),
+                error = %err,
+                "Cannot save the usage ledger; keeping it in memory and retrying next tick."
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RotaConfig;
+    use crate::controller::ledger_store::FileLedgerStore;
+    use crate::core::{GpuNode, GpuPod, WorkloadId};
+    use crate::state::ViewSettings;
+
+    fn config() -> ValidConfig {
+        let mut c = RotaConfig::default();
+        c.usage.device_weights.insert("H100".into(), 4.0);
+        c.validate().expect("valid")
+    }
+
+    fn view_with_pods(config: &ValidConfig) -> Arc<ClusterView> {
+        let view = Arc::new(ClusterView::new(ViewSettings::from_config(config)));
+        for (name, product) in [("h", "H100"), ("t", "T4")] {
+            view.apply_gpu_node(GpuNode {
+                name: name.into(),
+                ready: true,
+                allocatable: [("nvidia.com/gpu".to_string(), 8)].into(),
+                product: Some(product.into()),
+                ..GpuNode::default()
+            });
+        }
+        for (uid, tenant, node, gpus) in [
+            ("a", "physics", "h", 2),
+            ("b", "bio", "h", 2),
+            ("c", "bio", "t", 3),
+        ] {
+            view.apply_gpu_pod(GpuPod {
+                uid: uid.into(),
+                name: uid.into(),
+                namespace: tenant.into(),
+                tenant: tenant.into(),
+                workload: WorkloadId::default(),
+                requests: [("nvidia.com/gpu".to_string(), gpus)].into(),
+                node_name: Some(node.into()),
+                active: true,
+                ..GpuPod::default()
+            });
+        }
+        view
+    }
+
+    #[test]
+    fn charges_weight_gpus_by_device_model() {
+        let config = config();
+        let view = view_with_pods(&config);
+        let charges = view.with_snapshot(|s| charges(s, &config));
+        assert_eq!(charges["physics"], (8.0, None)); // 2 H100 × 4
+        assert_eq!(charges["bio"], (11.0, None)); // 2 H100 × 4 + 3 T4 × 1
+    }
+
+    #[tokio::test]
+    async fn leader_ticks_charge_and_persist_and_a_restart_resumes_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("rota-usage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.json");
+        let _ = std::fs::remove_file(&path);
+        let config = Arc::new(config());
+        let view = view_with_pods(&config);
+        let half_life = config.usage.half_life_seconds;
+        let make = || UsageAccounting {
+            ledger: Arc::new(parking_lot::Mutex::new(Ledger::new(half_life).unwrap())),
+            store: Arc::new(FileLedgerStore::new(&path, half_life)),
+            view: view.clone(),
+            config: config.clone(),
+            leader: watch::channel(true).1,
+            interval: Duration::from_secs(30),
+        };
+        let first = make();
+        first.tick(1_000.0).await; // starts the clock
+        first.tick(1_030.0).await;
+        let charged = first.ledger.lock().usage("physics", 1_030.0);
+        assert!((charged - 8.0 * 30.0).abs() < 0.01, "{charged}");
+
+        // A new process loads what the first wrote, then a long gap is only decayed.
+        let second = make();
+        second.load().await;
+        assert!((second.ledger.lock().usage("physics", 1_030.0) - charged).abs() < 1e-6);
+        second.tick(1_000_000.0).await;
+        let after_gap = second.ledger.lock().usage("physics", 1_000_000.0);
+        assert!(
+            after_gap < charged,
+            "a gap is never charged: {after_gap} vs {charged}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
