@@ -64,6 +64,7 @@ fn context(nodes: usize) -> Context {
         view,
         config: Arc::new(config),
         learn_nodes: false,
+        held_events: None,
     }
 }
 

@@ -59,7 +59,7 @@ fn cluster() -> PlanInput {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let names: Vec<String> = (0..TENANTS).map(|t| format!("tenant-{t}")).collect();
     let mut held = vec![0.0; TENANTS];
-    let mut running = Vec::with_capacity(RUNNING);
+    let mut running = Vec::with_capacity(5 * NODES);
     // Every node is full; these packings average five workloads per node.
     let packings: [&[u64]; 4] = [
         &[4, 1, 1, 1, 1],

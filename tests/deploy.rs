@@ -242,7 +242,7 @@ fn grants(objects: &[Value]) -> BTreeSet<String> {
 /// built-in roles).
 const EXPECTED_GRANTS: &str = "
 ClusterRole rota-extender - - nodes - get,list,watch
-ClusterRole rota-extender - - pods - get,list,watch
+ClusterRole rota-extender - - pods - get,list,watch,patch
 ClusterRole rota-extender - - pods/eviction - create
 ClusterRole rota-extender - batch jobs - get,list,watch,patch
 ClusterRole rota-extender - kubevirt.io virtualmachines - get,list,watch,patch

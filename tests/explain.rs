@@ -40,6 +40,7 @@ fn fixture() -> Fixture {
         view: view.clone(),
         config: Arc::new(config),
         learn_nodes: false,
+        held_events: None,
     };
     Fixture {
         view,

@@ -34,6 +34,7 @@ impl Server {
             view,
             config: Arc::new(config),
             learn_nodes: true,
+            held_events: None,
         };
         let extender = Arc::new(Extender::new(ctx, registry).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,6 +21,7 @@ fn context(config: ValidConfig) -> Context {
         view,
         config: Arc::new(config),
         learn_nodes: false,
+        held_events: None,
     }
 }
 

@@ -20,8 +20,10 @@
 pub mod agents;
 pub mod collector;
 pub mod dcgm;
+pub mod held_events;
 pub mod leader;
 pub mod ledger_store;
+pub mod rotated_out;
 pub mod rotation;
 pub mod usage;
 

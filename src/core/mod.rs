@@ -16,6 +16,7 @@ pub mod preemption;
 pub mod quantity;
 pub mod queue;
 pub mod rotation;
+pub mod rotation_input;
 pub mod telemetry;
 pub mod workloads;
 

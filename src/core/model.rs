@@ -146,6 +146,9 @@ pub struct GpuPod {
     /// `rota.io/quantum-seconds`: the minimum run time the workload asks for (clamped to the
     /// config's bounds where it is used).
     pub quantum_seconds: Option<u64>,
+    /// `rota.io/preemptible: "false"`: the rotation loop never rotates its workload out.
+    /// Default false (the annotation opts out, so pods without it stay preemptible).
+    pub non_preemptible: bool,
 }
 
 impl GpuPod {

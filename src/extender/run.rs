@@ -6,15 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::jiff::Timestamp;
 use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::config::{self, ValidConfig};
 use crate::controller::agents::{self, AgentDirectory, Discovery, Target};
 use crate::controller::collector::{self, Collector, CollectorOptions};
+use crate::controller::held_events;
 use crate::controller::leader::{default_identity, system_clock, LeaderConfig, LeaderElector};
 use crate::controller::ledger_store::{ConfigMapLedgerStore, FileLedgerStore, LedgerStore};
+use crate::controller::rotated_out::{self, RotatedOutIndex};
+use crate::controller::rotation::{
+    CorePlanner, EventSink, KubeActuators, KubeContext, LoopSettings, RotationLoop, RotationMetrics,
+};
 use crate::controller::usage::UsageAccounting;
+use crate::core::rotation_input::build_plan_input;
 use crate::core::telemetry::TelemetrySource;
 use crate::http::{self, ServerOptions, TlsFiles};
 use crate::metrics::{ClusterCollector, TelemetryAgeCollector, TelemetryMetrics};
@@ -168,6 +175,14 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
     let ledger = spawn_fair_share(&config, &registry, &view)?;
+    spawn_rotation(
+        client.as_ref(),
+        &config,
+        &registry,
+        &view,
+        &leader,
+        &shutdown,
+    )?;
     tokio::spawn(
         UsageAccounting {
             ledger,
@@ -184,6 +199,7 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         view,
         config,
         learn_nodes: options.cluster == ClusterMode::None,
+        held_events: client.as_ref().map(spawn_held_events),
     };
     let extender = Extender::new(ctx, registry).context("registering metrics")?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -224,6 +240,77 @@ fn spawn_fair_share(
     let refresher = FairShareRefresher::new(view.clone(), policy, ledger.clone(), Some(waits));
     tokio::spawn(refresher.run());
     Ok(ledger)
+}
+
+/// Starts the rotated-out watchers and the leader-only rotation loop when there is an API
+/// server to act on and `rotation.enabled`; dry run follows `rotation.dryRun` (default true).
+fn spawn_rotation(
+    client: Option<&kube::Client>,
+    config: &Arc<ValidConfig>,
+    registry: &Registry,
+    view: &Arc<ClusterView>,
+    leader: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    if !config.rotation.enabled {
+        tracing::info!("Rotation disabled in the config.");
+        return Ok(());
+    }
+    let Some(client) = client else {
+        tracing::info!("No API server (--cluster none): the rotation loop does not run.");
+        return Ok(());
+    };
+    let metrics = RotationMetrics::register(registry).context("registering metrics")?;
+    let index = Arc::new(RotatedOutIndex::new());
+    let settings = view.settings().clone();
+    tokio::spawn(rotated_out::watch_jobs(
+        client.clone(),
+        index.clone(),
+        settings.clone(),
+    ));
+    tokio::spawn(rotated_out::watch_vms(
+        client.clone(),
+        index.clone(),
+        settings,
+    ));
+    let actuators = KubeActuators::new(KubeContext::new(
+        client.clone(),
+        default_identity(),
+        system_clock(),
+    ));
+    let (input_view, input_config) = (view.clone(), config.clone());
+    let planner = CorePlanner::new(
+        move |now: Timestamp| {
+            let now = now.as_millisecond() as f64 / 1000.0;
+            let rotated = index.list();
+            input_view.with_snapshot(|s| build_plan_input(s, &rotated, &input_config, now))
+        },
+        Duration::from_secs(config.quantum.max_seconds),
+    );
+    let settings = LoopSettings::from_config(config);
+    tracing::info!(
+        dry_run = settings.dry_run,
+        interval_seconds = settings.interval.as_secs(),
+        "Rotation loop starting (acts only while leading)."
+    );
+    let rotation = RotationLoop::new(
+        planner,
+        Arc::new(actuators),
+        leader.clone(),
+        metrics,
+        settings,
+        system_clock(),
+    );
+    tokio::spawn(rotation.run(shutdown.wait()));
+    Ok(())
+}
+
+/// Starts the task that turns held-pod notices from the filter into rate-limited Events.
+fn spawn_held_events(client: &kube::Client) -> held_events::HeldSender {
+    let (tx, rx) = held_events::channel();
+    let sink = EventSink::new(client.clone(), default_identity());
+    tokio::spawn(held_events::run(rx, Arc::new(sink)));
+    tx
 }
 
 /// One shutdown signal (SIGTERM or SIGINT) fanned out to every task that must see it.

@@ -27,6 +27,9 @@ pub struct Context {
     pub config: Arc<ValidConfig>,
     /// Learn Nodes from `nodeCacheCapable: false` requests (only without an API server).
     pub learn_nodes: bool,
+    /// Where the filter reports pods the gate holds back, for rate-limited Events; `None`
+    /// without an API server and in tests.
+    pub held_events: Option<crate::controller::held_events::HeldSender>,
 }
 
 /// The extender HTTP handler.

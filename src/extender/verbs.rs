@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::controller::held_events;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
@@ -118,7 +119,12 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let now = unix_now();
     // The fair-share gate first: a pod whose turn has not come is held on every node.
     let outcome = match ctx.view.gate_pod(&pod, &ctx.config.gate) {
-        Some(reason) => gate::reject_all(&names, reason),
+        Some(reason) => {
+            if let Some(tx) = &ctx.held_events {
+                held_events::notify(tx, held_pod(&pod, &reason));
+            }
+            gate::reject_all(&names, reason)
+        }
         None => placement::filter(&ctx.view.read(), &pod, &names, &telemetry_rules(ctx, now)),
     };
 
@@ -237,6 +243,16 @@ fn full_pod_candidate(pod: &Pod) -> Option<Candidate> {
 
 /// Decodes a body; on failure decodes again with path tracking, so the message names the field
 /// (the fast path stays free of that bookkeeping).
+/// The held-pod notice of a pod the gate rejected.
+fn held_pod(pod: &GpuPod, reason: &std::sync::Arc<str>) -> held_events::HeldPod {
+    held_events::HeldPod {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        reason: reason.clone(),
+    }
+}
+
 fn decode<'a, T: Deserialize<'a>>(verb: &'static str, body: &'a [u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|fast| {
         let mut de = serde_json::Deserializer::from_slice(body);

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use super::cluster::ClusterSpec;
 use super::engine::EngineConfig;
 use super::generate::{generate, GeneratorConfig};
-use super::policy::{LasConfig, PolicyConfig, PolicyKind};
+use super::policy::{LasConfig, PolicyConfig, PolicyKind, RotaSettings};
 use super::report::{self, effective_warmup, PolicySummary};
 use super::trace::{self, Trace};
 use super::workload;
@@ -60,7 +60,7 @@ pub struct SimulateArgs {
     /// cluster-spec `.csv`.
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
-    /// Policies to compare, comma-separated (`rota` is not available yet).
+    /// Policies to compare, comma-separated.
     #[arg(
         long,
         value_enum,
@@ -68,7 +68,8 @@ pub struct SimulateArgs {
         default_value = "fifo,quota,fair,las"
     )]
     pub policies: Vec<PolicyKind>,
-    /// rota config file: tenant weights (`tenants`, `defaultTenantWeight`) override `--weights`.
+    /// rota config file: tenant weights (`tenants`, `defaultTenantWeight`) override `--weights`;
+    /// the `rota` policy also takes its rotation, quantum and usage settings from it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Seed of the synthetic workload.
@@ -106,9 +107,6 @@ pub struct SimulateArgs {
 /// Runs `rota simulate`: loads or generates the workload, replays it under each policy, prints
 /// a table and writes the files asked for.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    if args.policies.contains(&PolicyKind::Rota) {
-        bail!(super::PolicyError::Pending("rota"));
-    }
     let cluster = cluster_spec(&args)?;
     let mut trace = load_input(&args, cluster.capacity())?;
     apply_weights(&mut trace, &args)?;
@@ -119,6 +117,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let policies = PolicyConfig {
         las: LasConfig {
             thresholds_gpu_seconds: args.las_thresholds.clone(),
+        },
+        rota: match &args.config {
+            Some(file) => RotaSettings::from_config(&*crate::config::load(file)?),
+            None => RotaSettings::default(),
         },
     };
     print!("{}", describe(&trace, &cluster, &engine));

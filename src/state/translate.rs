@@ -30,6 +30,8 @@ pub const GANG_SIZE_ANNOTATION: &str = "rota.io/gang-size";
 /// Pod annotation: the minimum run time the workload asks for, in whole seconds (clamped to
 /// `quantum.minSeconds..=quantum.maxSeconds` where it is used).
 pub const QUANTUM_ANNOTATION: &str = "rota.io/quantum-seconds";
+/// Pod annotation: `"false"` keeps the workload from ever being rotated out.
+pub const PREEMPTIBLE_ANNOTATION: &str = "rota.io/preemptible";
 /// Namespace assumed for a pod that names none (a hand-written request).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -158,6 +160,11 @@ pub fn gpu_pod(pod: &Pod, settings: &ViewSettings) -> Result<GpuPod, TranslateEr
             .filter(|c| !c.is_empty()),
         gang_size,
         quantum_seconds,
+        non_preemptible: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PREEMPTIBLE_ANNOTATION))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false")),
         workload: workload_of(meta.owner_references.as_deref(), &namespace, name),
         requests: pod_requests(pod, settings),
         node_name: spec

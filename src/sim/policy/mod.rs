@@ -6,7 +6,7 @@
 //! | `quota` | static weighted quota: tenant t holds at most ⌊w_t·C⌋ GPUs; idle quota stays idle |
 //! | `fair`  | instantaneous weighted fair share, no preemption |
 //! | `las`   | Tiresias discretised 2D-LAS with preemption |
-//! | `rota`  | the production queue, gate and rotation planner: **pending** (issue #5) |
+//! | `rota`  | the production queue ordering, gate, usage-corrected entitlements and rotation planner |
 //!
 //! Every policy keeps its pending jobs in [`ClassQueue`]s (one ordered set per gang size), so
 //! "the first job in order that fits in k free GPUs" costs O(gang sizes · log n), never a scan
@@ -16,6 +16,7 @@ mod fair;
 mod fifo;
 mod las;
 mod quota;
+mod rota;
 
 use std::collections::BTreeSet;
 
@@ -23,6 +24,7 @@ pub use fair::Fair;
 pub use fifo::Fifo;
 pub use las::{Las, LasConfig, DEFAULT_THRESHOLDS};
 pub use quota::Quota;
+pub use rota::{Rota, RotaSettings, MAX_CLAIMS};
 
 use super::engine::{JobId, Policy};
 use super::trace::Trace;
@@ -38,7 +40,7 @@ pub enum PolicyKind {
     Fair,
     /// Tiresias-style discretised LAS with preemption.
     Las,
-    /// rota's own policy (not available yet: needs the rotation planner, issue #5).
+    /// rota's own policy: fair-share queue, gate and rotation planner.
     Rota,
 }
 
@@ -77,6 +79,8 @@ impl PolicyError {
 pub struct PolicyConfig {
     /// LAS queue thresholds.
     pub las: LasConfig,
+    /// The `rota` policy's settings (from `--config`, defaults otherwise).
+    pub rota: RotaSettings,
 }
 
 /// A fresh policy of `kind` for `trace`.
@@ -91,7 +95,7 @@ pub fn build(
         PolicyKind::Quota => Box::new(Quota::new(tenants)),
         PolicyKind::Fair => Box::new(Fair::new(tenants)),
         PolicyKind::Las => Box::new(Las::new(config.las.clone(), trace.jobs.len())),
-        PolicyKind::Rota => return Err(PolicyError::Pending("rota")),
+        PolicyKind::Rota => Box::new(Rota::new(trace, config.rota.clone())),
     })
 }
 

@@ -1,0 +1,392 @@
+//! `rota`: the production pieces driving the simulator — the fair-share queue
+//! ([`FairQueue`]), the gate, usage-corrected entitlements ([`entitlements`] over a decayed
+//! [`Ledger`]) and the rotation planner ([`crate::core::rotation::plan`]) on every tick.
+//!
+//! ```text
+//!   arrival ─▶ FairQueue (priority, standing, arrival) ─▶ gate ─▶ Sim::start
+//!   tick (rotation.intervalSeconds) ─▶ ledger ─▶ entitlements ─▶ standings into the queue
+//!                                    └─▶ plan ─▶ Sim::suspend (victims back into the queue)
+//!                                              └─▶ Sim::start (the claims GPUs were freed for)
+//! ```
+//!
+//! Modelling choices: the ledger is charged with each tenant's exact holdings between calls
+//! (holdings only change inside engine events, each followed by a call here); entitlements and
+//! queue standings are refreshed on ticks, as the live refresh is periodic; every gang may span
+//! nodes (as [`crate::sim::SimCluster::place`] places it), so the planner sees the pool as one
+//! site ([`Spread::AnyNodes`]) whose free GPUs are the largest fit; a rotated-out job re-enters
+//! the queue with its original arrival (its tenant's fair-share position) and resumes through
+//! the gate. The gate admits the head while it fits and then backfills jobs behind a blocked
+//! head only into GPUs the head cannot use before the next tick's plan (see [`Rota::schedule`]).
+//! At most [`MAX_CLAIMS`] queue entries are offered to the planner per tick.
+//!
+//! Must not: scan all jobs per event (it keeps its own running set and queue), or read a clock.
+
+use std::collections::BTreeSet;
+
+use crate::config::{QuantumConfig, RotaConfig};
+use crate::core::fairshare::{entitlements, SharePolicy, Standing, TenantLoad};
+use crate::core::ledger::Ledger;
+use crate::core::queue::{FairQueue, QueueEntry};
+use crate::core::rotation::{
+    plan, Limits, Plan, PlanInput, ResourceState, RotationHistory, RunningWorkload, Spread,
+    TenantShare, WaitingWorkload,
+};
+use crate::core::{WorkloadId, WorkloadKind};
+use crate::sim::cluster::GPU_RESOURCE;
+use crate::sim::engine::{JobId, JobStatus, Policy, Sim};
+use crate::sim::trace::Trace;
+
+/// At most this many queue entries (in order) are offered to the planner per tick: the gate
+/// serves the queue in order, so claims further back would not be admitted this tick anyway.
+pub const MAX_CLAIMS: usize = 512;
+
+/// The only site of the simulated pool (gangs span nodes freely).
+const POOL: &str = "pool";
+
+/// What the `rota` policy takes from the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotaSettings {
+    /// Seconds between rotation ticks (`rotation.intervalSeconds`, default 30).
+    pub interval_seconds: f64,
+    /// Hysteresis and caps (`rotation.*`).
+    pub limits: Limits,
+    /// Quanta per kind (`quantum.*`; Jobs 600 s by default).
+    pub quantum: QuantumConfig,
+    /// Half-life of decayed usage (`usage.halfLifeSeconds`, default 7 days).
+    pub half_life_seconds: f64,
+    /// The config, for weights and groups.
+    pub config: RotaConfig,
+}
+
+impl RotaSettings {
+    /// Settings from a (validated) config.
+    pub fn from_config(config: &RotaConfig) -> Self {
+        Self {
+            interval_seconds: config.rotation.interval_seconds.max(1) as f64,
+            limits: Limits::from_config(&config.rotation),
+            quantum: config.quantum.clone(),
+            half_life_seconds: config.usage.half_life_seconds,
+            config: config.clone(),
+        }
+    }
+
+    fn quantum_of(&self, kind: WorkloadKind) -> f64 {
+        let q = &self.quantum;
+        let seconds = match kind {
+            WorkloadKind::Job => q.job_seconds,
+            WorkloadKind::VirtualMachine => q.virtual_machine_seconds,
+            WorkloadKind::Pod => q.pod_seconds,
+        };
+        seconds as f64
+    }
+}
+
+impl Default for RotaSettings {
+    /// The default config's settings.
+    fn default() -> Self {
+        Self::from_config(&RotaConfig::default())
+    }
+}
+
+/// The `rota` policy.
+pub struct Rota {
+    settings: RotaSettings,
+    share: SharePolicy,
+    names: Vec<String>,
+    ledger: Option<Ledger>,
+    /// Holdings at the end of the last call (what was held since then).
+    charged: Vec<f64>,
+    entitled: Vec<f64>,
+    queue: FairQueue<JobId>,
+    running: BTreeSet<JobId>,
+    history: RotationHistory,
+}
+
+impl Rota {
+    /// A `rota` policy for `trace` with `settings`. Tenant weights are the trace's (which the
+    /// CLI already took from the config when one was given); groups come from the config.
+    pub fn new(trace: &Trace, settings: RotaSettings) -> Self {
+        let mut share = SharePolicy::from_config(&settings.config);
+        for t in &trace.tenants {
+            let group = settings
+                .config
+                .tenants
+                .iter()
+                .find(|c| c.name == t.name)
+                .and_then(|c| c.group.as_deref());
+            share = share.with_tenant(&t.name, t.weight, group);
+        }
+        let tenants = trace.tenants.len();
+        Self {
+            ledger: Ledger::new(settings.half_life_seconds).ok(),
+            settings,
+            share,
+            names: trace.tenants.iter().map(|t| t.name.clone()).collect(),
+            charged: vec![0.0; tenants],
+            entitled: vec![0.0; tenants],
+            queue: FairQueue::new(),
+            running: BTreeSet::new(),
+            history: RotationHistory::new(),
+        }
+    }
+
+    fn entry(sim: &Sim<'_>, job: JobId, tenant: &str) -> QueueEntry<JobId> {
+        let spec = sim.spec(job);
+        QueueEntry {
+            key: job,
+            tenant: tenant.to_owned(),
+            resource: GPU_RESOURCE.to_owned(),
+            gpus: spec.gpus as u64,
+            priority_class: spec.priority,
+            arrival: spec.arrival,
+        }
+    }
+
+    /// Charges the ledger with what each tenant held since the last call.
+    fn charge(&mut self, sim: &Sim<'_>) {
+        if let Some(ledger) = &mut self.ledger {
+            let held = self.names.iter().zip(&self.charged);
+            ledger.advance(sim.now(), held.map(|(n, &h)| (n.as_str(), h, None)));
+        }
+    }
+
+    /// Remembers the holdings now, charged at the next call.
+    fn snapshot(&mut self, sim: &Sim<'_>) {
+        for (c, t) in self.charged.iter_mut().zip(sim.tenants()) {
+            *c = t.held as f64;
+        }
+    }
+
+    /// Usage-corrected entitlements, and the standings they give the queue.
+    fn refresh(&mut self, sim: &Sim<'_>) {
+        let now = sim.now();
+        let usage: Vec<f64> = self
+            .names
+            .iter()
+            .map(|n| self.ledger.as_ref().map_or(0.0, |l| l.usage(n, now)))
+            .collect();
+        let loads: Vec<TenantLoad<'_>> = self
+            .names
+            .iter()
+            .zip(sim.tenants())
+            .zip(&usage)
+            .map(|((name, t), &u)| TenantLoad {
+                tenant: name,
+                held: t.held as f64,
+                pending: t.pending_gpus as f64,
+                usage: u,
+            })
+            .collect();
+        let e = entitlements(&self.share, sim.capacity() as f64, &loads);
+        for (i, e) in e.iter().enumerate() {
+            self.entitled[i] = e.entitled;
+            self.queue.set_standing(&self.names[i], e.standing);
+        }
+    }
+
+    /// Some tenant with pending work is owed more than the margin while another holds more
+    /// than the margin above its entitlement: only then can a plan rotate anything.
+    fn may_rotate(&self, sim: &Sim<'_>) -> bool {
+        let m = self.settings.limits.margin_gpus;
+        let tenants = sim.tenants().iter().zip(&self.entitled);
+        let (mut owed, mut over) = (false, false);
+        for (t, &e) in tenants {
+            owed |= t.pending_jobs > 0 && e - t.held as f64 > m;
+            over |= t.held as f64 - e > m;
+        }
+        owed && over
+    }
+
+    fn workload_id(&self, sim: &Sim<'_>, job: JobId) -> WorkloadId {
+        let spec = sim.spec(job);
+        WorkloadId {
+            kind: spec.kind,
+            namespace: self.names[spec.tenant].clone(),
+            name: job.to_string(),
+        }
+    }
+
+    fn input(&self, sim: &Sim<'_>) -> PlanInput {
+        let now = sim.now();
+        let running = self
+            .running
+            .iter()
+            .map(|&job| {
+                let spec = sim.spec(job);
+                RunningWorkload {
+                    id: self.workload_id(sim, job),
+                    tenant: self.names[spec.tenant].clone(),
+                    resource: GPU_RESOURCE.into(),
+                    nodes: vec![(POOL.into(), spec.gpus as u64)],
+                    started_at: sim.job(job).started_at,
+                    attained_gpu_seconds: sim.attained(job),
+                    quantum_seconds: self.settings.quantum_of(spec.kind),
+                    preemptible: true,
+                    protected: false,
+                    priority: spec.priority,
+                }
+            })
+            .collect();
+        let waiting = self
+            .queue
+            .in_order(GPU_RESOURCE)
+            .into_iter()
+            .take(MAX_CLAIMS)
+            .map(|e| WaitingWorkload {
+                id: self.workload_id(sim, e.key),
+                tenant: e.tenant.clone(),
+                resource: GPU_RESOURCE.into(),
+                gpus: e.gpus,
+                spread: Spread::AnyNodes,
+                priority: e.priority_class,
+            })
+            .collect();
+        let tenants = self
+            .names
+            .iter()
+            .zip(sim.tenants())
+            .zip(&self.entitled)
+            .map(|((name, t), &entitled)| TenantShare {
+                tenant: name.clone(),
+                held: t.held as f64,
+                entitled,
+            })
+            .collect();
+        PlanInput {
+            now,
+            running,
+            waiting,
+            rotated_out: Vec::new(),
+            resources: vec![ResourceState {
+                resource: GPU_RESOURCE.into(),
+                tenants,
+                free: vec![(POOL.into(), sim.largest_fit())],
+            }],
+            limits: self.settings.limits,
+        }
+    }
+
+    /// Suspends the victims (back into the queue) and starts the claims GPUs were freed for.
+    fn apply(&mut self, sim: &mut Sim<'_>, plan: &Plan) {
+        for a in &plan.rotate_out {
+            let Ok(job) = a.workload.name.parse::<JobId>() else {
+                continue;
+            };
+            if sim.suspend(job) {
+                self.running.remove(&job);
+                let entry = Self::entry(sim, job, &a.tenant);
+                self.queue.push(entry);
+            }
+        }
+        for t in &plan.transfers {
+            let Ok(job) = t.to.name.parse::<JobId>() else {
+                continue;
+            };
+            if self.queue.get(&job).is_some() && sim.start(job) {
+                self.queue.remove(&job);
+                self.running.insert(job);
+            }
+        }
+    }
+
+    fn launch(&mut self, sim: &mut Sim<'_>, job: JobId) -> bool {
+        if !sim.start(job) {
+            return false;
+        }
+        self.queue.remove(&job);
+        self.running.insert(job);
+        true
+    }
+}
+
+impl Policy for Rota {
+    fn name(&self) -> &str {
+        "rota"
+    }
+
+    fn on_arrival(&mut self, sim: &Sim<'_>, job: JobId) {
+        let tenant = &self.names[sim.spec(job).tenant];
+        let entry = Self::entry(sim, job, tenant);
+        self.queue.push(entry);
+    }
+
+    fn on_finish(&mut self, _sim: &Sim<'_>, job: JobId) {
+        self.running.remove(&job);
+    }
+
+    fn tick_seconds(&self) -> Option<f64> {
+        Some(self.settings.interval_seconds)
+    }
+
+    fn on_tick(&mut self, sim: &mut Sim<'_>) {
+        self.charge(sim);
+        self.refresh(sim);
+        let plan = if self.may_rotate(sim) {
+            let p = plan(&self.input(sim), &self.history);
+            self.apply(sim, &p);
+            p
+        } else {
+            Plan::default()
+        };
+        self.history.record(&plan, sim.now());
+        self.snapshot(sim);
+    }
+
+    /// The gate: start the head while it fits. Behind a head that does not fit, backfill in
+    /// queue order only while the free GPUs left stay at or above the head's need minus what
+    /// its tenant is owed beyond the margin (the GPUs the next plan could free for it), so a
+    /// backfill never takes GPUs the head could start on at the next tick.
+    fn schedule(&mut self, sim: &mut Sim<'_>) {
+        self.charge(sim);
+        while let Some(head) = self.queue.head(GPU_RESOURCE) {
+            let (job, gpus) = (head.key, head.gpus);
+            if gpus > sim.largest_fit() || !self.launch(sim, job) {
+                break;
+            }
+        }
+        self.backfill(sim);
+        self.snapshot(sim);
+    }
+}
+
+impl Rota {
+    fn backfill(&mut self, sim: &mut Sim<'_>) {
+        let Some(head) = self.queue.head(GPU_RESOURCE) else {
+            return;
+        };
+        let t = sim.spec(head.key).tenant;
+        let owed = self.entitled[t] - sim.tenants()[t].held as f64;
+        let rotatable = if owed > self.settings.limits.margin_gpus {
+            owed.floor() as u64
+        } else {
+            0
+        };
+        // GPUs the head must find free (the rest a plan may free for it).
+        let keep = head.gpus.saturating_sub(rotatable);
+        if sim.largest_fit() <= keep {
+            return;
+        }
+        let head_key = head.key;
+        let candidates: Vec<(JobId, u64)> = self
+            .queue
+            .in_order(GPU_RESOURCE)
+            .into_iter()
+            .filter(|e| e.key != head_key)
+            .map(|e| (e.key, e.gpus))
+            .collect();
+        for (job, gpus) in candidates {
+            let free = sim.largest_fit();
+            if free < keep.saturating_add(gpus) {
+                continue;
+            }
+            if sim.job(job).status != JobStatus::Running {
+                self.launch(sim, job);
+            }
+        }
+    }
+}
+
+/// The standing of a tenant as the queue orders it (exposed for tests).
+pub fn standing(held: f64, entitled: f64) -> Standing {
+    Standing::of(held, entitled)
+}
