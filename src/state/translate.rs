@@ -397,6 +397,19 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    #[test]
+    fn preemptible_false_opts_the_workload_out_of_rotation() {
+        let with = |value: &str| {
+            let p = pod(json!({"metadata": {"name": "p", "namespace": "ns",
+                "annotations": {PREEMPTIBLE_ANNOTATION: value}}}));
+            gpu_pod(&p, &settings()).unwrap().non_preemptible
+        };
+        assert!(with("false") && with(" False "));
+        assert!(!with("true") && !with("no"));
+        let bare = pod(json!({"metadata": {"name": "p", "namespace": "ns"}}));
+        assert!(!gpu_pod(&bare, &settings()).unwrap().non_preemptible);
+    }
+
     fn gpus(n: &str) -> serde_json::Value {
         json!({"resources": {"requests": {"nvidia.com/gpu": n}}})
     }

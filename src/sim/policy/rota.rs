@@ -1,13 +1,19 @@
-//! `rota`: the production pieces driving the simulator — the fair-share queue
-//! ([`FairQueue`]), the gate, usage-corrected entitlements ([`entitlements`] over a decayed
-//! [`Ledger`]) and the rotation planner ([`crate::core::rotation::plan`]) on every tick.
+//! `rota`: the production pieces driving the simulator — the fair-share queue order (the rule
+//! of [`crate::core::queue`]), the gate, usage-corrected entitlements ([`entitlements`] over a
+//! decayed [`Ledger`]) and the rotation planner ([`crate::core::rotation::plan`]) on every tick.
 //!
 //! ```text
-//!   arrival ─▶ FairQueue (priority, standing, arrival) ─▶ gate ─▶ Sim::start
+//!   arrival ─▶ queue (priority, standing, arrival) ─▶ gate ─▶ Sim::start
 //!   tick (rotation.intervalSeconds) ─▶ ledger ─▶ entitlements ─▶ standings into the queue
 //!                                    └─▶ plan ─▶ Sim::suspend (victims back into the queue)
 //!                                              └─▶ Sim::start (the claims GPUs were freed for)
 //! ```
+//!
+//! The queue keeps the production order (higher PriorityClass, then lower tenant standing
+//! `held / entitled`, then earlier arrival) per tenant, so a standing change costs O(1) and the
+//! first job in order that fits costs O(T · gang sizes · log n); `core::queue::FairQueue`
+//! re-prioritises a tenant's entries on every standing change, too slow for a 52,849-job
+//! replay with a standing change per tenant every tick.
 //!
 //! Modelling choices: the ledger is charged with each tenant's exact holdings between calls
 //! (holdings only change inside engine events, each followed by a call here); entitlements and
@@ -21,19 +27,20 @@
 //!
 //! Must not: scan all jobs per event (it keeps its own running set and queue), or read a clock.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 
+use super::{rank, ClassQueue, Rank};
 use crate::config::{QuantumConfig, RotaConfig};
 use crate::core::fairshare::{entitlements, SharePolicy, Standing, TenantLoad};
 use crate::core::ledger::Ledger;
-use crate::core::queue::{FairQueue, QueueEntry};
 use crate::core::rotation::{
     plan, Limits, Plan, PlanInput, ResourceState, RotationHistory, RunningWorkload, Spread,
     TenantShare, WaitingWorkload,
 };
 use crate::core::{WorkloadId, WorkloadKind};
 use crate::sim::cluster::GPU_RESOURCE;
-use crate::sim::engine::{JobId, JobStatus, Policy, Sim};
+use crate::sim::engine::{JobId, Policy, Sim};
 use crate::sim::trace::Trace;
 
 /// At most this many queue entries (in order) are offered to the planner per tick: the gate
@@ -88,6 +95,82 @@ impl Default for RotaSettings {
     }
 }
 
+/// Pending jobs in the queue's order, kept per tenant (module docs).
+#[derive(Debug)]
+struct Pending {
+    order: Vec<BTreeSet<Rank>>,
+    sizes: Vec<ClassQueue>,
+    standing: Vec<Standing>,
+}
+
+/// The position of a job in the queue: PriorityClass (negated), tenant standing, arrival.
+type Key = (i64, Standing, JobId);
+
+impl Pending {
+    fn new(tenants: usize) -> Self {
+        Self {
+            order: vec![BTreeSet::new(); tenants],
+            sizes: vec![ClassQueue::default(); tenants],
+            standing: vec![Standing::default(); tenants],
+        }
+    }
+
+    fn key(&self, t: usize, r: Rank) -> Key {
+        (r.0, self.standing[t], r.1)
+    }
+
+    fn push(&mut self, t: usize, gpus: u32, r: Rank) {
+        self.order[t].insert(r);
+        self.sizes[t].insert(gpus, r);
+    }
+
+    fn remove(&mut self, t: usize, gpus: u32, r: Rank) -> bool {
+        self.sizes[t].remove(gpus, r);
+        self.order[t].remove(&r)
+    }
+
+    /// The job served next: `(tenant, rank)`.
+    fn head(&self) -> Option<(usize, Rank)> {
+        (0..self.order.len())
+            .filter_map(|t| self.order[t].first().map(|&r| (self.key(t, r), t, r)))
+            .min()
+            .map(|(_, t, r)| (t, r))
+    }
+
+    /// The first job in order of at most `limit` GPUs: `(tenant, rank)`.
+    fn first_fitting(&self, limit: u64) -> Option<(usize, Rank)> {
+        (0..self.sizes.len())
+            .filter_map(|t| {
+                let (r, _) = self.sizes[t].first_fitting(limit)?;
+                Some((self.key(t, r), t, r))
+            })
+            .min()
+            .map(|(_, t, r)| (t, r))
+    }
+
+    /// The first `n` jobs in order (a merge of the tenants' ordered sets).
+    fn in_order(&self, n: usize) -> Vec<JobId> {
+        let mut iters: Vec<_> = self.order.iter().map(|o| o.iter()).collect();
+        let mut heap = BinaryHeap::new();
+        for (t, it) in iters.iter_mut().enumerate() {
+            if let Some(&r) = it.next() {
+                heap.push(Reverse((self.key(t, r), t)));
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(Reverse((key, t))) = heap.pop() else {
+                break;
+            };
+            out.push(key.2);
+            if let Some(&r) = iters[t].next() {
+                heap.push(Reverse((self.key(t, r), t)));
+            }
+        }
+        out
+    }
+}
+
 /// The `rota` policy.
 pub struct Rota {
     settings: RotaSettings,
@@ -97,7 +180,7 @@ pub struct Rota {
     /// Holdings at the end of the last call (what was held since then).
     charged: Vec<f64>,
     entitled: Vec<f64>,
-    queue: FairQueue<JobId>,
+    pending: Pending,
     running: BTreeSet<JobId>,
     history: RotationHistory,
 }
@@ -124,22 +207,22 @@ impl Rota {
             names: trace.tenants.iter().map(|t| t.name.clone()).collect(),
             charged: vec![0.0; tenants],
             entitled: vec![0.0; tenants],
-            queue: FairQueue::new(),
+            pending: Pending::new(tenants),
             running: BTreeSet::new(),
             history: RotationHistory::new(),
         }
     }
 
-    fn entry(sim: &Sim<'_>, job: JobId, tenant: &str) -> QueueEntry<JobId> {
+    fn enqueue(&mut self, sim: &Sim<'_>, job: JobId) {
         let spec = sim.spec(job);
-        QueueEntry {
-            key: job,
-            tenant: tenant.to_owned(),
-            resource: GPU_RESOURCE.to_owned(),
-            gpus: spec.gpus as u64,
-            priority_class: spec.priority,
-            arrival: spec.arrival,
-        }
+        self.pending
+            .push(spec.tenant, spec.gpus, rank(spec.priority, job));
+    }
+
+    fn dequeue(&mut self, sim: &Sim<'_>, job: JobId) -> bool {
+        let spec = sim.spec(job);
+        self.pending
+            .remove(spec.tenant, spec.gpus, rank(spec.priority, job))
     }
 
     /// Charges the ledger with what each tenant held since the last call.
@@ -180,7 +263,7 @@ impl Rota {
         let e = entitlements(&self.share, sim.capacity() as f64, &loads);
         for (i, e) in e.iter().enumerate() {
             self.entitled[i] = e.entitled;
-            self.queue.set_standing(&self.names[i], e.standing);
+            self.pending.standing[i] = e.standing;
         }
     }
 
@@ -384,9 +467,4 @@ impl Rota {
             }
         }
     }
-}
-
-/// The standing of a tenant as the queue orders it (exposed for tests).
-pub fn standing(held: f64, entitled: f64) -> Standing {
-    Standing::of(held, entitled)
 }
