@@ -73,6 +73,20 @@ impl RotatedOutIndex {
         self.entries.read().values().cloned().collect()
     }
 
+    /// GPUs of the indexed workloads per tenant and resource: demand that has no pods while
+    /// rotated out, fed to the fair-share refresh so the tenant can be resumed.
+    pub fn demand_by_tenant(&self) -> BTreeMap<String, GpuCounts> {
+        let mut out: BTreeMap<String, GpuCounts> = BTreeMap::new();
+        for entry in self.entries.read().values() {
+            let w = &entry.workload;
+            *out.entry(w.tenant.clone())
+                .or_default()
+                .entry(w.resource.clone())
+                .or_insert(0) += w.gpus;
+        }
+        out
+    }
+
     /// Entries indexed.
     pub fn len(&self) -> usize {
         self.entries.read().len()

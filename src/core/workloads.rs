@@ -293,6 +293,9 @@ pub struct Workloads {
     release_rates: BTreeMap<String, ReleaseRate>,
     bound_waits: Vec<BoundWait>,
     dropped_waits: u64,
+    /// GPUs of workloads rotated out (suspended Jobs, halted VMs), per tenant: they have no
+    /// pods, but their tenants still want the GPUs, so they count as pending demand.
+    dormant: BTreeMap<String, GpuCounts>,
 }
 
 /// Whether a node's GPUs count towards capacity: ready and not cordoned.
@@ -443,11 +446,21 @@ impl Workloads {
         self.report = Some(report);
     }
 
+    /// Replaces the demand of rotated-out workloads (per tenant and resource); it joins the
+    /// pending demand at the next [`refresh`](Self::refresh), so that their tenants keep an
+    /// entitlement and the rotation planner can resume them.
+    pub fn set_dormant(&mut self, dormant: BTreeMap<String, GpuCounts>) {
+        self.dormant = dormant;
+    }
+
     fn resources(&self) -> Vec<String> {
         let mut all: Vec<String> = self.capacity.keys().cloned().collect();
         for book in self.tenants.values() {
             all.extend(book.held.keys().cloned());
             all.extend(book.pending.keys().cloned());
+        }
+        for counts in self.dormant.values() {
+            all.extend(counts.keys().cloned());
         }
         all.sort_unstable();
         all.dedup();
@@ -465,17 +478,25 @@ impl Workloads {
             .iter()
             .filter(|(_, b)| b.held.contains_key(resource) || b.pending.contains_key(resource))
             .map(|(t, _)| t.as_str())
+            .chain(
+                self.dormant
+                    .iter()
+                    .filter(|(_, d)| d.contains_key(resource))
+                    .map(|(t, _)| t.as_str()),
+            )
             .collect();
         names.sort_unstable();
-        let get = |m: &GpuCounts| m.get(resource).copied().unwrap_or(0) as f64;
+        names.dedup();
+        let get =
+            |m: Option<&GpuCounts>| m.and_then(|m| m.get(resource)).copied().unwrap_or(0) as f64;
         let loads: Vec<TenantLoad<'_>> = names
             .iter()
             .map(|&t| {
-                let book = &self.tenants[t];
+                let book = self.tenants.get(t);
                 TenantLoad {
                     tenant: t,
-                    held: get(&book.held),
-                    pending: get(&book.pending),
+                    held: get(book.map(|b| &b.held)),
+                    pending: get(book.map(|b| &b.pending)) + get(self.dormant.get(t)),
                     usage: usage(t),
                 }
             })
@@ -850,6 +871,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rotated_out_demand_keeps_its_tenant_entitled() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(node("n1", 8, true));
+        c.upsert_pod(job_pod("big", 0, "a", 8, Some("n1")));
+        let policy = SharePolicy::flat(1.0);
+        c.refresh_fair_share(&policy, |_| 0.0, 1_000.0);
+        assert_eq!(c.workloads().entitled("b", GPU), None, "no pods, no demand");
+
+        // b's Job was rotated out: its 4 GPUs still count as demand, so b is entitled to them
+        // (and a, holding everything, is over its share) — the planner can resume b.
+        let dormant = BTreeMap::from([("b".to_string(), [(GPU.to_string(), 4)].into())]);
+        c.workloads_mut().set_dormant(dormant);
+        c.refresh_fair_share(&policy, |_| 0.0, 1_001.0);
+        assert_eq!(c.workloads().entitled("b", GPU), Some(4.0));
+        assert_eq!(c.workloads().entitled("a", GPU), Some(4.0));
+    }
+
     fn key(job: &str) -> WorkloadId {
         WorkloadId {
             kind: WorkloadKind::Job,
@@ -863,17 +902,29 @@ mod tests {
         let mut c = ClusterSnapshot::new();
         c.upsert_node(node("a", 8, true));
         c.upsert_node(node("b", 4, false));
-        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (8, 8));
+        assert_eq!(
+            (c.workloads().capacity(GPU), c.workloads().free(GPU)),
+            (8, 8)
+        );
         c.upsert_pod(job_pod("j", 0, "t", 3, Some("a")));
         c.upsert_pod(job_pod("k", 0, "t", 1, Some("b")));
         assert_eq!(c.workloads().free(GPU), 5);
         c.upsert_node(node("b", 4, true));
-        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (12, 8));
+        assert_eq!(
+            (c.workloads().capacity(GPU), c.workloads().free(GPU)),
+            (12, 8)
+        );
         assert_eq!(c.workloads().held("t", GPU), 4);
         c.remove_node("a");
-        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (4, 3));
+        assert_eq!(
+            (c.workloads().capacity(GPU), c.workloads().free(GPU)),
+            (4, 3)
+        );
         c.reset_nodes(vec![node("a", 8, true)]);
-        assert_eq!((c.workloads().capacity(GPU), c.workloads().free(GPU)), (8, 5));
+        assert_eq!(
+            (c.workloads().capacity(GPU), c.workloads().free(GPU)),
+            (8, 5)
+        );
         c.reset_pods(Vec::new());
         assert_eq!(c.workloads().free(GPU), 8);
         assert!(c.workloads().tenant("t").is_none());
@@ -896,7 +947,10 @@ mod tests {
         first.node_name = Some("a".into());
         c.upsert_pod(first);
         assert_eq!(c.workloads().reserved(GPU), 6, "one pod bound");
-        assert!(c.workloads().queue().is_admitted(&key("g")), "still admitted");
+        assert!(
+            c.workloads().queue().is_admitted(&key("g")),
+            "still admitted"
+        );
         for i in 1..4 {
             let mut p = job_pod("g", i, "t", 2, Some("a"));
             p.gang_size = Some(4);

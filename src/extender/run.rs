@@ -174,7 +174,8 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         tokio::spawn(collector.run());
     }
     let config = Arc::new(config);
-    let ledger = spawn_fair_share(&config, &registry, &view)?;
+    let rotated_out = Arc::new(RotatedOutIndex::new());
+    let ledger = spawn_fair_share(&config, &registry, &view, &rotated_out)?;
     spawn_rotation(
         client.as_ref(),
         &config,
@@ -182,6 +183,7 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         &view,
         &leader,
         &shutdown,
+        rotated_out,
     )?;
     tokio::spawn(
         UsageAccounting {
@@ -229,6 +231,7 @@ fn spawn_fair_share(
     config: &ValidConfig,
     registry: &Registry,
     view: &Arc<ClusterView>,
+    rotated_out: &Arc<RotatedOutIndex>,
 ) -> anyhow::Result<SharedLedger> {
     let ledger = crate::core::ledger::Ledger::new(config.usage.half_life_seconds)
         .context("building the usage ledger")?;
@@ -237,7 +240,9 @@ fn spawn_fair_share(
     FairShareCollector::register(registry, view.clone(), ledger.clone(), policy.clone())
         .context("registering metrics")?;
     let waits = QueueWaitMetrics::register(registry).context("registering metrics")?;
-    let refresher = FairShareRefresher::new(view.clone(), policy, ledger.clone(), Some(waits));
+    let index = rotated_out.clone();
+    let refresher = FairShareRefresher::new(view.clone(), policy, ledger.clone(), Some(waits))
+        .with_dormant(Arc::new(move || index.demand_by_tenant()));
     tokio::spawn(refresher.run());
     Ok(ledger)
 }
@@ -251,6 +256,7 @@ fn spawn_rotation(
     view: &Arc<ClusterView>,
     leader: &watch::Receiver<bool>,
     shutdown: &Shutdown,
+    index: Arc<RotatedOutIndex>,
 ) -> anyhow::Result<()> {
     if !config.rotation.enabled {
         tracing::info!("Rotation disabled in the config.");
@@ -261,7 +267,6 @@ fn spawn_rotation(
         return Ok(());
     };
     let metrics = RotationMetrics::register(registry).context("registering metrics")?;
-    let index = Arc::new(RotatedOutIndex::new());
     let settings = view.settings().clone();
     tokio::spawn(rotated_out::watch_jobs(
         client.clone(),

@@ -12,6 +12,7 @@
 //! take the same free GPUs; the ledger lock is never held while the view's lock is taken.
 //! Must not: talk to the API server, or decide anything itself (`core::gate`, `core::workloads`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::core::explain::{self, Explanation};
 use crate::core::fairshare::SharePolicy;
 use crate::core::gate::{self, GateVerdict};
 use crate::core::ledger::Ledger;
+use crate::core::model::GpuCounts;
 use crate::core::GpuPod;
 
 use super::fairshare_metrics::QueueWaitMetrics;
@@ -88,7 +90,12 @@ pub struct FairShareRefresher {
     waits: Option<QueueWaitMetrics>,
     last_generation: Option<u64>,
     last_ledger: Option<f64>,
+    dormant: Option<DormantDemand>,
+    last_dormant: BTreeMap<String, GpuCounts>,
 }
+
+/// Reads the demand of rotated-out workloads: tenant → GPUs per resource.
+pub type DormantDemand = Arc<dyn Fn() -> BTreeMap<String, GpuCounts> + Send + Sync>;
 
 impl FairShareRefresher {
     /// A refresher of `view` under `policy`, reading usage from `ledger`, observing queue waits
@@ -106,7 +113,16 @@ impl FairShareRefresher {
             waits,
             last_generation: None,
             last_ledger: None,
+            dormant: None,
+            last_dormant: BTreeMap::new(),
         }
+    }
+
+    /// Adds the demand of rotated-out workloads (tenant → GPUs per resource), read at each
+    /// tick, so their tenants keep an entitlement and can be resumed.
+    pub fn with_dormant(mut self, dormant: DormantDemand) -> Self {
+        self.dormant = Some(dormant);
+        self
     }
 
     /// One round at `now` (unix seconds): refreshes if the view's generation changed or the
@@ -115,8 +131,17 @@ impl FairShareRefresher {
     pub fn tick(&mut self, now: f64) -> bool {
         let generation = self.view.generation();
         let ledger_at = self.ledger.lock().updated_at();
-        let changed = self.last_generation != Some(generation) || self.last_ledger != ledger_at;
+        let dormant = self.dormant.as_ref().map(|f| f()).unwrap_or_default();
+        let changed = self.last_generation != Some(generation)
+            || self.last_ledger != ledger_at
+            || self.last_dormant != dormant;
         if changed {
+            self.view
+                .snapshot
+                .write()
+                .workloads_mut()
+                .set_dormant(dormant.clone());
+            self.last_dormant = dormant;
             // Copy the usage out first: the ledger lock is never held under the view's lock.
             let usage = self.usage_snapshot(now);
             self.view.refresh_fair_share(

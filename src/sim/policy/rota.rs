@@ -45,7 +45,7 @@ use crate::sim::trace::Trace;
 
 /// At most this many queue entries (in order) are offered to the planner per tick: the gate
 /// serves the queue in order, so claims further back would not be admitted this tick anyway.
-pub const MAX_CLAIMS: usize = 512;
+pub const MAX_CLAIMS: usize = 128;
 
 /// The only site of the simulated pool (gangs span nodes freely).
 const POOL: &str = "pool";
@@ -291,9 +291,14 @@ impl Rota {
 
     fn input(&self, sim: &Sim<'_>) -> PlanInput {
         let now = sim.now();
+        // Only over-share tenants' jobs can be victims: the planner ignores the others, so
+        // leaving them out changes no plan and saves building them every tick.
+        let margin = self.settings.limits.margin_gpus;
+        let over = |t: usize| sim.tenants()[t].held as f64 - self.entitled[t] > margin;
         let running = self
             .running
             .iter()
+            .filter(|&&job| over(sim.spec(job).tenant))
             .map(|&job| {
                 let spec = sim.spec(job);
                 RunningWorkload {
@@ -311,17 +316,19 @@ impl Rota {
             })
             .collect();
         let waiting = self
-            .queue
-            .in_order(GPU_RESOURCE)
+            .pending
+            .in_order(MAX_CLAIMS)
             .into_iter()
-            .take(MAX_CLAIMS)
-            .map(|e| WaitingWorkload {
-                id: self.workload_id(sim, e.key),
-                tenant: e.tenant.clone(),
-                resource: GPU_RESOURCE.into(),
-                gpus: e.gpus,
-                spread: Spread::AnyNodes,
-                priority: e.priority_class,
+            .map(|job| {
+                let spec = sim.spec(job);
+                WaitingWorkload {
+                    id: self.workload_id(sim, job),
+                    tenant: self.names[spec.tenant].clone(),
+                    resource: GPU_RESOURCE.into(),
+                    gpus: spec.gpus as u64,
+                    spread: Spread::AnyNodes,
+                    priority: spec.priority,
+                }
             })
             .collect();
         let tenants = self
@@ -357,30 +364,43 @@ impl Rota {
             };
             if sim.suspend(job) {
                 self.running.remove(&job);
-                let entry = Self::entry(sim, job, &a.tenant);
-                self.queue.push(entry);
+                self.enqueue(sim, job);
             }
         }
         for t in &plan.transfers {
-            let Ok(job) = t.to.name.parse::<JobId>() else {
-                continue;
-            };
-            if self.queue.get(&job).is_some() && sim.start(job) {
-                self.queue.remove(&job);
-                self.running.insert(job);
+            if let Ok(job) = t.to.name.parse::<JobId>() {
+                self.launch(sim, job);
             }
         }
     }
 
+    /// Starts a queued job if it fits now.
     fn launch(&mut self, sim: &mut Sim<'_>, job: JobId) -> bool {
         if !sim.start(job) {
             return false;
         }
-        self.queue.remove(&job);
+        self.dequeue(sim, job);
         self.running.insert(job);
         true
     }
+
+    /// GPUs a blocked head of `gpus` GPUs of tenant `t` must find free: its need minus what
+    /// the next plan may free for it (what its tenant is owed, when beyond the margin).
+    fn head_keep(&self, sim: &Sim<'_>, t: usize, gpus: u64) -> u64 {
+        if BACKFILL_FREELY {
+            return 0;
+        }
+        let owed = self.entitled[t] - sim.tenants()[t].held as f64;
+        let rotatable = if owed > self.settings.limits.margin_gpus {
+            owed.floor() as u64
+        } else {
+            0
+        };
+        gpus.saturating_sub(rotatable)
+    }
 }
+
+const BACKFILL_FREELY: bool = false;
 
 impl Policy for Rota {
     fn name(&self) -> &str {
@@ -388,9 +408,7 @@ impl Policy for Rota {
     }
 
     fn on_arrival(&mut self, sim: &Sim<'_>, job: JobId) {
-        let tenant = &self.names[sim.spec(job).tenant];
-        let entry = Self::entry(sim, job, tenant);
-        self.queue.push(entry);
+        self.enqueue(sim, job);
     }
 
     fn on_finish(&mut self, _sim: &Sim<'_>, job: JobId) {
@@ -416,55 +434,27 @@ impl Policy for Rota {
     }
 
     /// The gate: start the head while it fits. Behind a head that does not fit, backfill in
-    /// queue order only while the free GPUs left stay at or above the head's need minus what
-    /// its tenant is owed beyond the margin (the GPUs the next plan could free for it), so a
-    /// backfill never takes GPUs the head could start on at the next tick.
+    /// queue order only into free GPUs beyond what the head must find free (see
+    /// `head_keep`), so a backfill never takes GPUs the head could start on after the next
+    /// plan.
     fn schedule(&mut self, sim: &mut Sim<'_>) {
         self.charge(sim);
-        while let Some(head) = self.queue.head(GPU_RESOURCE) {
-            let (job, gpus) = (head.key, head.gpus);
-            if gpus > sim.largest_fit() || !self.launch(sim, job) {
+        while let Some((t, head)) = self.pending.head() {
+            let gpus = sim.spec(head.1).gpus as u64;
+            let free = sim.largest_fit();
+            let job = if gpus <= free {
+                head.1
+            } else {
+                let keep = self.head_keep(sim, t, gpus);
+                match self.pending.first_fitting(free.saturating_sub(keep)) {
+                    Some((_, r)) if free > keep => r.1,
+                    _ => break,
+                }
+            };
+            if !self.launch(sim, job) {
                 break;
             }
         }
-        self.backfill(sim);
         self.snapshot(sim);
-    }
-}
-
-impl Rota {
-    fn backfill(&mut self, sim: &mut Sim<'_>) {
-        let Some(head) = self.queue.head(GPU_RESOURCE) else {
-            return;
-        };
-        let t = sim.spec(head.key).tenant;
-        let owed = self.entitled[t] - sim.tenants()[t].held as f64;
-        let rotatable = if owed > self.settings.limits.margin_gpus {
-            owed.floor() as u64
-        } else {
-            0
-        };
-        // GPUs the head must find free (the rest a plan may free for it).
-        let keep = head.gpus.saturating_sub(rotatable);
-        if sim.largest_fit() <= keep {
-            return;
-        }
-        let head_key = head.key;
-        let candidates: Vec<(JobId, u64)> = self
-            .queue
-            .in_order(GPU_RESOURCE)
-            .into_iter()
-            .filter(|e| e.key != head_key)
-            .map(|e| (e.key, e.gpus))
-            .collect();
-        for (job, gpus) in candidates {
-            let free = sim.largest_fit();
-            if free < keep.saturating_add(gpus) {
-                continue;
-            }
-            if sim.job(job).status != JobStatus::Running {
-                self.launch(sim, job);
-            }
-        }
     }
 }
