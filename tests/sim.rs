@@ -308,18 +308,19 @@ fn the_generator_is_deterministic() {
 }
 
 #[test]
-fn rota_is_reported_as_pending() {
+fn rota_runs_the_production_planner() {
     let t = trace(&[1.0], vec![job(0, 1, 1.0, 0.0)]);
     let cluster = ClusterSpec::homogeneous(1, 1);
-    let err = run_policy(
+    let outcome = run_policy(
         &t,
         &cluster,
         PolicyKind::Rota,
         &no_warmup(),
         &PolicyConfig::default(),
     )
-    .unwrap_err();
-    assert_eq!(err.code(), "pending");
+    .expect("rota is a policy like the others");
+    let s = summarize(&t, &outcome, &[None]);
+    assert_eq!((s.jobs, s.jobs_unfinished), (1, 0), "{s:?}");
 }
 
 /// Round-robin rotation through engine ticks: after a job has run `quantum` seconds and
@@ -426,12 +427,11 @@ fn the_cli_writes_a_deterministic_summary_and_per_policy_csv() {
         .iter()
         .map(|p| p["policy"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fifo", "quota", "fair", "las"]);
+    assert_eq!(names, ["fifo", "quota", "fair", "las", "rota"]);
 }
 
 #[test]
 fn the_cli_rejects_what_it_cannot_do() {
-    assert!(rota::sim::run(cli(&["--jobs", "10", "--policies", "rota"])).is_err());
     assert!(rota::sim::run(cli(&["--jobs", "10", "--from", "2017-10-01"])).is_err());
     let missing = cli(&[
         "--trace",

@@ -417,7 +417,9 @@ impl<'a> Tick<'a> {
             if let Some(r) = h.resumed_at {
                 since = since.max(r);
             }
-            if h.rotated_out_at.is_some_and(|t| self.now - t < q || t.is_nan()) {
+            if h.rotated_out_at
+                .is_some_and(|t| self.now - t < q || t.is_nan())
+            {
                 return false;
             }
         }

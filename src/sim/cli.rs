@@ -65,7 +65,7 @@ pub struct SimulateArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "fifo,quota,fair,las"
+        default_value = "fifo,quota,fair,las,rota"
     )]
     pub policies: Vec<PolicyKind>,
     /// rota config file: tenant weights (`tenants`, `defaultTenantWeight`) override `--weights`;

@@ -12,9 +12,10 @@
 //! (wall time is measured only by the CLI and kept out of `summary.json`). Entitlements come
 //! from the production water-filling (`core::fairshare`) and node choice agrees with
 //! `core::placement::packing`. Must not import kube, hyper or tokio networking: the simulator
-//! drives the core directly. The `rota` policy (production queue + gate + rotation planner) is
-//! not wired yet (issue #5); its seam is the [`engine::Policy`] trait, with rotation ticks
-//! ([`engine::Policy::tick_seconds`]) and suspension ([`engine::Sim::suspend`]) already in place.
+//! drives the core directly. The `rota` policy runs the production rotation planner
+//! (`core::rotation::plan`), usage-corrected entitlements and the ledger through the
+//! [`engine::Policy`] trait, with rotation ticks ([`engine::Policy::tick_seconds`]) and
+//! suspension ([`engine::Sim::suspend`]).
 
 pub mod cli;
 pub mod cluster;

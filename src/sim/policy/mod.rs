@@ -24,7 +24,7 @@ pub use fair::Fair;
 pub use fifo::Fifo;
 pub use las::{Las, LasConfig, DEFAULT_THRESHOLDS};
 pub use quota::Quota;
-pub use rota::{Rota, RotaSettings, MAX_CLAIMS};
+pub use rota::{Backfill, Rota, RotaSettings, MAX_CLAIMS};
 
 use super::engine::{JobId, Policy};
 use super::trace::Trace;

@@ -21,9 +21,11 @@
 //! nodes (as [`crate::sim::SimCluster::place`] places it), so the planner sees the pool as one
 //! site ([`Spread::AnyNodes`]) whose free GPUs are the largest fit; a rotated-out job re-enters
 //! the queue with its original arrival (its tenant's fair-share position) and resumes through
-//! the gate. The gate admits the head while it fits and then backfills jobs behind a blocked
-//! head only into GPUs the head cannot use before the next tick's plan (see [`Rota::schedule`]).
-//! At most [`MAX_CLAIMS`] queue entries are offered to the planner per tick.
+//! the gate. The gate admits the head while it fits, then backfills behind a blocked head as
+//! [`Backfill`] says (default: only into GPUs the head cannot use after the next plan). The
+//! claims a plan freed GPUs for start at once (the live loop admits them). At most
+//! [`MAX_CLAIMS`] queue entries are offered to the planner per tick, and only over-share
+//! tenants' jobs as victims (the planner ignores the others).
 //!
 //! Must not: scan all jobs per event (it keeps its own running set and queue), or read a clock.
 
@@ -47,6 +49,9 @@ use crate::sim::trace::Trace;
 /// serves the queue in order, so claims further back would not be admitted this tick anyway.
 pub const MAX_CLAIMS: usize = 128;
 
+/// The rotation history is pruned every this many ticks.
+const PRUNE_EVERY_TICKS: u64 = 128;
+
 /// The only site of the simulated pool (gangs span nodes freely).
 const POOL: &str = "pool";
 
@@ -61,8 +66,25 @@ pub struct RotaSettings {
     pub quantum: QuantumConfig,
     /// Half-life of decayed usage (`usage.halfLifeSeconds`, default 7 days).
     pub half_life_seconds: f64,
+    /// What the gate does behind a head that does not fit. Default
+    /// [`Backfill::NeverDelayHead`].
+    pub backfill: Backfill,
     /// The config, for weights and groups.
     pub config: RotaConfig,
+}
+
+/// The gate's rule for jobs behind a head that does not fit the free GPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backfill {
+    /// Backfill only into free GPUs beyond those the head must find free after the next plan
+    /// (its need minus what its tenant is owed beyond the margin): a backfilled job never takes
+    /// GPUs the head could start on. `core::queue::admit` is the same rule without the credit
+    /// for what a plan may free.
+    #[default]
+    NeverDelayHead,
+    /// Backfill any job that fits, in queue order (work-conserving; a large head may wait
+    /// until its tenant's share or a quiet period lets it start).
+    Free,
 }
 
 impl RotaSettings {
@@ -73,8 +95,19 @@ impl RotaSettings {
             limits: Limits::from_config(&config.rotation),
             quantum: config.quantum.clone(),
             half_life_seconds: config.usage.half_life_seconds,
+            backfill: Backfill::default(),
             config: config.clone(),
         }
+    }
+
+    /// The longest quantum any workload may have.
+    fn longest_quantum(&self) -> f64 {
+        let q = &self.quantum;
+        let longest = q
+            .job_seconds
+            .max(q.virtual_machine_seconds)
+            .max(q.pod_seconds);
+        longest.max(q.max_seconds) as f64
     }
 
     fn quantum_of(&self, kind: WorkloadKind) -> f64 {
@@ -183,6 +216,7 @@ pub struct Rota {
     pending: Pending,
     running: BTreeSet<JobId>,
     history: RotationHistory,
+    ticks: u64,
 }
 
 impl Rota {
@@ -210,6 +244,7 @@ impl Rota {
             pending: Pending::new(tenants),
             running: BTreeSet::new(),
             history: RotationHistory::new(),
+            ticks: 0,
         }
     }
 
@@ -387,7 +422,7 @@ impl Rota {
     /// GPUs a blocked head of `gpus` GPUs of tenant `t` must find free: its need minus what
     /// the next plan may free for it (what its tenant is owed, when beyond the margin).
     fn head_keep(&self, sim: &Sim<'_>, t: usize, gpus: u64) -> u64 {
-        if BACKFILL_FREELY {
+        if self.settings.backfill == Backfill::Free {
             return 0;
         }
         let owed = self.entitled[t] - sim.tenants()[t].held as f64;
@@ -399,8 +434,6 @@ impl Rota {
         gpus.saturating_sub(rotatable)
     }
 }
-
-const BACKFILL_FREELY: bool = false;
 
 impl Policy for Rota {
     fn name(&self) -> &str {
@@ -430,6 +463,12 @@ impl Policy for Rota {
             Plan::default()
         };
         self.history.record(&plan, sim.now());
+        // Entries older than any quantum decide nothing any more: keep the history bounded.
+        self.ticks += 1;
+        if self.ticks % PRUNE_EVERY_TICKS == 0 {
+            self.history
+                .prune(sim.now() - self.settings.longest_quantum());
+        }
         self.snapshot(sim);
     }
 
