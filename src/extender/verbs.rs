@@ -150,7 +150,7 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
         ),
         error: String::new(),
     };
-    encode(VERB, &result)
+    encode(VERB, &result, names.len())
 }
 
 /// Answers `prioritize`: a bare array of `{Host, Score}` in 0..=10.
@@ -178,7 +178,7 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
             score,
         })
         .collect();
-    encode(VERB, &list)
+    encode(VERB, &list, list.len())
 }
 
 /// Answers `preempt`: the victims rota accepts, always as `NodeNameToMetaVictims`.
@@ -222,7 +222,7 @@ pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
             })
             .collect(),
     };
-    encode(VERB, &result)
+    encode(VERB, &result, 0)
 }
 
 fn node_candidates(pods: Vec<Candidate>, num_pdb_violations: i64) -> NodeCandidates {
@@ -266,8 +266,16 @@ fn decode<'a, T: Deserialize<'a>>(verb: &'static str, body: &'a [u8]) -> Result<
     })
 }
 
-fn encode<T: serde::Serialize + ?Sized>(verb: &'static str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|source| VerbError::Encode { verb, source })
+/// Encodes an answer into a buffer sized for `nodes` entries up front, so large answers are
+/// not copied while the buffer grows.
+fn encode<T: serde::Serialize + ?Sized>(
+    verb: &'static str,
+    value: &T,
+    nodes: usize,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(256 + nodes * 48);
+    serde_json::to_writer(&mut out, value).map_err(|source| VerbError::Encode { verb, source })?;
+    Ok(out)
 }
 
 fn request_pod(ctx: &Context, verb: &'static str, pod: Option<&Pod>) -> Result<GpuPod> {
