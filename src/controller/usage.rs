@@ -102,7 +102,7 @@ impl UsageAccounting {
     /// Runs forever: charge and save while leader, reload while follower.
     pub async fn run(mut self) {
         self.load().await;
-        let mut was_leader = false;
+        let mut was_leader = *self.leader.borrow_and_update();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
