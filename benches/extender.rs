@@ -10,6 +10,11 @@
 //! `filter_telemetry` and `prioritize_telemetry` run the same requests with every node carrying
 //! a fresh 8-GPU telemetry summary (every tenth node with one unhealthy GPU, every seventh with
 //! a degraded one); target: within 1.2× of `filter` and `prioritize`.
+//!
+//! `filter_gated` runs the same request with the fair-share gate in the path: the view also
+//! holds 1,000 pending 1-GPU workloads of 20 tenants queued ahead of the request's own pod,
+//! which is admitted by backfill (free GPUs cover it and everyone ahead); target: within 1.2×
+//! of `filter`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -66,6 +71,44 @@ fn context(nodes: usize) -> Context {
         learn_nodes: false,
         held_events: None,
     }
+}
+
+/// A pending 1-GPU pod of `tenant`, created `i` seconds after a fixed instant.
+fn pending_pod(i: usize, tenant: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("wait-{i}"), "namespace": tenant, "uid": format!("uid-wait-{i}"),
+                     "creationTimestamp": format!("2026-11-23T18:{:02}:{:02}Z", (i / 60) % 60, i % 60)},
+        "spec": {"containers": [{"name": "main",
+                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+        "status": {"phase": "Pending"}
+    }))
+    .expect("static pod")
+}
+
+/// `context(nodes)` plus a queue of 1,000 pending workloads and the request's own pod pending
+/// behind them, with entitlements refreshed.
+fn gated_context(nodes: usize, body: &[u8]) -> Context {
+    let ctx = context(nodes);
+    for i in 0..1_000 {
+        ctx.view
+            .apply_pod(&pending_pod(i, &format!("tenant-{:02}", i % 20)));
+    }
+    let args: serde_json::Value = serde_json::from_slice(body).expect("body is JSON");
+    let own: Pod = serde_json::from_value(args["Pod"].clone()).expect("request pod");
+    ctx.view.apply_pod(&own);
+    let policy = rota::core::fairshare::SharePolicy::from_config(&ctx.config);
+    ctx.view.refresh_fair_share(&policy, |_| 0.0, now());
+    let settings = ctx.view.settings().clone();
+    let key = rota::state::translate::gpu_pod(&own, &settings)
+        .expect("translates")
+        .workload;
+    let queued = ctx.view.read().workloads().queue().position(&key);
+    assert_eq!(
+        queued,
+        Some((1_001, 1_001)),
+        "the request's pod waits behind the queue"
+    );
+    ctx
 }
 
 fn now() -> f64 {
@@ -129,6 +172,10 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("prioritize", n), &body, |b, body| {
             b.iter(|| black_box(verbs::prioritize(&ctx, body).expect("answers")))
+        });
+        let gated = gated_context(n, &body);
+        group.bench_with_input(BenchmarkId::new("filter_gated", n), &body, |b, body| {
+            b.iter(|| black_box(verbs::filter(&gated, body).expect("answers")))
         });
         let with_telemetry = context(n);
         stamp_telemetry(&with_telemetry, n);
