@@ -21,4 +21,6 @@ pub mod http;
 pub mod metrics;
 pub mod sim;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod wire;

@@ -334,12 +334,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn settings() -> ViewSettings {
-        ViewSettings {
-            gpu_resources: vec!["nvidia.com/gpu".into(), "nvidia.com/GA102GL_A10".into()],
-            tenant_label: "rota.io/tenant".into(),
-        }
-    }
+    use crate::testing::settings;
 
     fn job(suspend: bool, annotated: bool) -> Job {
         let annotations = if annotated {

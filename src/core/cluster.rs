@@ -195,36 +195,7 @@ impl ClusterSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{PlacementRules, WorkloadId, WorkloadKind};
-
-    fn node(name: &str, gpus: u64) -> GpuNode {
-        GpuNode {
-            name: name.into(),
-            ready: true,
-            allocatable: [("nvidia.com/gpu".to_string(), gpus)].into(),
-            ..GpuNode::default()
-        }
-    }
-
-    fn pod(uid: &str, node: Option<&str>, gpus: u64) -> GpuPod {
-        GpuPod {
-            uid: uid.into(),
-            namespace: "ns".into(),
-            name: uid.into(),
-            tenant: "ns".into(),
-            workload: WorkloadId {
-                kind: WorkloadKind::Pod,
-                namespace: "ns".into(),
-                name: uid.into(),
-            },
-            requests: [("nvidia.com/gpu".to_string(), gpus)].into(),
-            node_name: node.map(String::from),
-            active: true,
-            priority: 0,
-            placement: PlacementRules::default(),
-            ..GpuPod::default()
-        }
-    }
+    use crate::testing::{node, pod};
 
     #[test]
     fn usage_follows_pod_events() {

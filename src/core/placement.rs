@@ -231,9 +231,7 @@ fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{PlacementRules, WorkloadId, WorkloadKind};
-
-    const GPU: &str = "nvidia.com/gpu";
+    use crate::testing;
 
     static TELEMETRY: std::sync::LazyLock<crate::config::TelemetryConfig> =
         std::sync::LazyLock::new(Default::default);
@@ -248,37 +246,14 @@ mod tests {
 
     fn node(name: &str, gpus: u64, product: Option<&str>, mem_gib: Option<u64>) -> GpuNode {
         GpuNode {
-            name: name.into(),
-            ready: true,
-            allocatable: [(GPU.to_string(), gpus)].into(),
             product: product.map(String::from),
             gpu_memory_bytes: mem_gib.map(|g| g << 30),
-            ..GpuNode::default()
+            ..testing::node(name, gpus)
         }
     }
 
     fn pod(uid: &str, gpus: u64, node: Option<&str>) -> GpuPod {
-        GpuPod {
-            uid: uid.into(),
-            namespace: "ns".into(),
-            name: uid.into(),
-            tenant: "ns".into(),
-            workload: WorkloadId {
-                kind: WorkloadKind::Pod,
-                namespace: "ns".into(),
-                name: uid.into(),
-            },
-            requests: if gpus > 0 {
-                [(GPU.to_string(), gpus)].into()
-            } else {
-                Default::default()
-            },
-            node_name: node.map(String::from),
-            active: true,
-            priority: 0,
-            placement: PlacementRules::default(),
-            ..GpuPod::default()
-        }
+        testing::pod(uid, node, gpus)
     }
 
     fn cluster() -> ClusterSnapshot {

@@ -140,26 +140,13 @@ pub fn quantum(pod: &GpuPod, config: &ValidConfig) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{GpuNode, PlacementRules, WorkloadId, WorkloadKind};
+    use crate::core::model::GpuNode;
 
     fn pod(uid: &str, node: &str, priority: i32) -> GpuPod {
         GpuPod {
-            uid: uid.into(),
-            namespace: "ns".into(),
-            name: uid.into(),
-            tenant: "ns".into(),
-            workload: WorkloadId {
-                kind: WorkloadKind::Pod,
-                namespace: "ns".into(),
-                name: uid.into(),
-            },
-            requests: [("nvidia.com/gpu".to_string(), 1)].into(),
-            node_name: Some(node.into()),
-            active: true,
             priority,
-            placement: PlacementRules::default(),
             started_at: Some(0.0),
-            ..GpuPod::default()
+            ..crate::testing::pod(uid, Some(node), 1)
         }
     }
 
