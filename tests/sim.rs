@@ -474,3 +474,151 @@ fn the_simulator_imports_no_cluster_or_network_crates() {
     assert!(files >= 10, "src/sim has {files} files");
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
+
+fn stroke(c: rota::sim::charts::RGBColor) -> String {
+    format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)
+}
+
+#[test]
+fn the_cli_writes_deterministic_svg_charts_with_one_series_per_tenant_and_policy() {
+    use rota::sim::charts::{COLORS, ENTITLED_COLOR};
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let policies = ["fifo", "fair", "rota"];
+    let charts = |name: &str| {
+        let dir = base.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = dir.to_str().unwrap();
+        rota::sim::run(cli(&[
+            "--jobs",
+            "300",
+            "--gpus",
+            "16",
+            "--seed",
+            "5",
+            "--policies",
+            "fifo,fair,rota",
+            "--out",
+            out,
+        ]))
+        .expect("simulate runs");
+        let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap();
+        let tenants: Vec<String> = read("fifo-tenants.csv".into())
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_owned())
+            .collect();
+        let shares: Vec<String> = policies
+            .iter()
+            .map(|p| read(format!("{p}-shares.svg")))
+            .collect();
+        (tenants, shares, read("jct-cdf.svg".into()))
+    };
+    let (tenants, shares, cdf) = charts("sim-svg-a");
+    assert_eq!(
+        (tenants.clone(), shares.clone(), cdf.clone()),
+        charts("sim-svg-b")
+    );
+    assert!(!tenants.is_empty() && tenants.len() <= COLORS.len());
+    for svg in shares.iter().chain([&cdf]) {
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+    for svg in &shares {
+        let entitled = svg.matches(&stroke(ENTITLED_COLOR)).count();
+        assert_eq!(entitled, tenants.len(), "one entitlement line per tenant");
+        for (t, name) in tenants.iter().enumerate() {
+            assert_eq!(svg.matches(&stroke(COLORS[t])).count(), 1, "tenant {name}");
+            assert!(svg.contains(name.as_str()), "caption of {name}");
+        }
+    }
+    for (i, p) in policies.iter().enumerate() {
+        // The curve and its legend swatch.
+        assert_eq!(cdf.matches(&stroke(COLORS[i])).count(), 2, "policy {p}");
+        assert!(cdf.contains(p));
+    }
+}
+
+#[test]
+fn replicate_copies_tenants_jobs_and_capacity_k_times() {
+    let t = trace(
+        &[1.0, 2.0],
+        vec![
+            job(0, 2, 10.0, 0.0),
+            job(1, 4, 5.0, 3.0),
+            job(0, 1, 7.0, 9.0),
+        ],
+    );
+    let cluster = ClusterSpec::homogeneous(16, 8);
+    let (r, c) = rota::sim::replicate(&t, &cluster, 3);
+    let names: Vec<&str> = r.tenants.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["t0", "t1", "t0#2", "t1#2", "t0#3", "t1#3"]);
+    assert_eq!(r.tenants[3].weight, 2.0);
+    assert_eq!(r.jobs.len(), 9);
+    assert_eq!(c.capacity(), 3 * cluster.capacity());
+    assert!((r.gpu_seconds() - 3.0 * t.gpu_seconds()).abs() < 1e-9);
+    assert!(r.jobs.windows(2).all(|w| w[0].arrival <= w[1].arrival));
+    for (i, tenant) in r.tenants.iter().enumerate() {
+        let orig = i % t.tenants.len();
+        let mine: Vec<(u32, f64)> = r
+            .jobs
+            .iter()
+            .filter(|j| j.tenant == i)
+            .map(|j| (j.gpus, j.arrival))
+            .collect();
+        let theirs: Vec<(u32, f64)> = t
+            .jobs
+            .iter()
+            .filter(|j| j.tenant == orig)
+            .map(|j| (j.gpus, j.arrival))
+            .collect();
+        assert_eq!(mine, theirs, "{}", tenant.name);
+    }
+    let (same, _) = rota::sim::replicate(&t, &cluster, 1);
+    assert_eq!(same.jobs, t.jobs);
+}
+
+/// Scaling check of issue #6: wall time of fifo, fair and rota on 1×, 2× and 4× the Philly
+/// trace (tenants replicated, cluster scaled). Prints a table; asserts nothing about speed.
+/// `cargo test --release --test sim -- --ignored scaling --nocapture`
+#[test]
+#[ignore = "minutes in release; run by hand"]
+fn scaling_on_replicated_philly() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/traces/philly-vc/philly-sep-oct-2017.csv");
+    let Ok(philly) = rota::sim::trace::load_philly(&file) else {
+        eprintln!("skipping: {} not found", file.display());
+        return;
+    };
+    let cluster = ClusterSpec::homogeneous(512, 8);
+    let config = EngineConfig::default();
+    let n1 = philly.jobs.len() as f64;
+    let nlogn = |n: f64| n * n.ln();
+    println!(
+        "| policy | copies | jobs | GPUs | wall s | µs/job | (t/t1) / (n log n / n1 log n1) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for kind in [PolicyKind::Fifo, PolicyKind::Fair, PolicyKind::Rota] {
+        let mut base = None;
+        for k in [1usize, 2, 4] {
+            let (t, c) = rota::sim::replicate(&philly, &cluster, k);
+            let started = std::time::Instant::now();
+            let out = run_policy(&t, &c, kind, &config, &PolicyConfig::default()).unwrap();
+            let wall = started.elapsed().as_secs_f64();
+            assert_eq!(out.jobs.len(), t.jobs.len());
+            let n = t.jobs.len() as f64;
+            let t1 = *base.get_or_insert(wall);
+            println!(
+                "| {} | {k}× | {} | {} | {wall:.2} | {:.1} | {:.2} |",
+                kind.as_str(),
+                t.jobs.len(),
+                c.capacity(),
+                wall / n * 1e6,
+                (wall / t1) / (nlogn(n) / nlogn(n1)),
+            );
+            if wall > 60.0 && k < 4 {
+                println!("| {} | stopped: {wall:.0} s at {k}× |", kind.as_str());
+                break;
+            }
+        }
+    }
+}

@@ -1,20 +1,24 @@
 //! `rota simulate`: command-line arguments, input loading, and output (a table on stdout;
-//! `summary.json`, `timing.json` and per-policy job and tenant CSV files with `--out`).
+//! `summary.json`, `timing.json`, per-policy job and tenant CSV files and SVG charts with
+//! `--out`), and a progress line on stderr while stdout is a terminal.
 //!
 //! This is wiring (anyhow errors are fine here). It is the only part of the simulator that reads
 //! the wall clock, to report how long each policy's replay took; timings go to stdout and
-//! `timing.json`, never into `summary.json`, which must stay byte-identical across runs.
-//! SVG charts are a later step.
+//! `timing.json`, never into `summary.json`, which must stay byte-identical across runs (and so
+//! must the charts).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use super::charts;
 use super::cluster::ClusterSpec;
-use super::engine::EngineConfig;
+use super::engine::{self, EngineConfig};
 use super::generate::{generate, GeneratorConfig};
-use super::policy::{LasConfig, PolicyConfig, PolicyKind, RotaSettings};
+use super::policy::{self, LasConfig, PolicyConfig, PolicyKind, RotaSettings};
+use super::progress::Progress;
 use super::report::{self, effective_warmup, PolicySummary};
 use super::trace::{self, Trace};
 use super::workload;
@@ -75,7 +79,8 @@ pub struct SimulateArgs {
     /// Seed of the synthetic workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Folder for `summary.json`, `timing.json` and the per-policy CSV files.
+    /// Folder for `summary.json`, `timing.json`, the per-policy CSV files and the SVG charts
+    /// (`<policy>-shares.svg`, `jct-cdf.svg`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Keep jobs submitted at or after this date (`YYYY-MM-DD[ HH:MM:SS]`, UTC; dated traces).
@@ -127,20 +132,28 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let alone = super::tenant_alone_makespans(&trace, &cluster);
     let mut summaries = Vec::new();
     let mut timing = Vec::new();
+    let mut cdfs = Vec::new();
+    let show_progress = std::io::stdout().is_terminal();
     for &kind in &args.policies {
         let started = Instant::now();
-        let outcome = super::run_policy(&trace, &cluster, kind, &engine, &policies)?;
+        let mut built = policy::build(kind, &trace, &policies)?;
+        let mut wrapped = Progress::new(built.as_mut(), trace.jobs.len(), show_progress);
+        let outcome = engine::run(&trace, &cluster, &mut wrapped, &engine);
+        wrapped.finish();
         let wall = started.elapsed().as_secs_f64();
         let summary = report::summarize(&trace, &outcome, &alone);
         timing.push((wall, outcome.events as f64 / wall.max(1e-9)));
         if let Some(dir) = &args.out {
             write_policy_files(dir, &trace, &outcome, &summary)?;
+            let measured = charts::jct_values(&trace, &outcome, summary.warmup_seconds);
+            cdfs.push((summary.policy.clone(), measured));
         }
         summaries.push(summary);
     }
     print!("{}", report::table(&summaries, &timing));
     if let Some(dir) = &args.out {
         write_summaries(dir, &summaries, &timing)?;
+        write(&dir.join("jct-cdf.svg"), &charts::jct_cdf_svg(&cdfs)?)?;
         println!("wrote {}", dir.display());
     }
     Ok(())
@@ -292,7 +305,10 @@ fn write_policy_files(
     write(
         &dir.join(format!("{name}-tenants.csv")),
         &report::tenants_csv(summary),
-    )
+    )?;
+    let names: Vec<String> = trace.tenants.iter().map(|t| t.name.clone()).collect();
+    let svg = charts::shares_svg(name, &names, &outcome.recorder.shares)?;
+    write(&dir.join(format!("{name}-shares.svg")), &svg)
 }
 
 fn write_summaries(

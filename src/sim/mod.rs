@@ -17,11 +17,13 @@
 //! [`engine::Policy`] trait, with rotation ticks ([`engine::Policy::tick_seconds`]) and
 //! suspension ([`engine::Sim::suspend`]).
 
+pub mod charts;
 pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod generate;
 pub mod policy;
+pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod trace;
@@ -93,4 +95,43 @@ pub fn tenant_alone_makespans(trace: &Trace, cluster: &ClusterSpec) -> Vec<Optio
             Some(last)
         })
         .collect()
+}
+
+/// `k` copies of `trace` on a cluster `k` times as large, so contention stays the same while
+/// the job count grows k×: the scaling check of issue #6. Copy `c ≥ 2` renames tenant `x` to
+/// `x#c` (copy 1 keeps the names); jobs keep their arrivals, copies in trace order, and node
+/// groups keep their node size with `k` times the nodes. `k = 0` is treated as 1.
+pub fn replicate(trace: &Trace, cluster: &ClusterSpec, k: usize) -> (Trace, ClusterSpec) {
+    let k = k.max(1);
+    let n = trace.tenants.len();
+    let tenants = (1..=k)
+        .flat_map(|c| {
+            trace.tenants.iter().map(move |t| TenantSpec {
+                name: if c == 1 {
+                    t.name.clone()
+                } else {
+                    format!("{}#{c}", t.name)
+                },
+                weight: t.weight,
+            })
+        })
+        .collect();
+    let jobs = trace
+        .jobs
+        .iter()
+        .flat_map(|j| {
+            (0..k).map(move |c| JobSpec {
+                tenant: j.tenant + c * n,
+                ..j.clone()
+            })
+        })
+        .collect();
+    let mut scaled = cluster.clone();
+    for g in &mut scaled.node_groups {
+        g.count = g.count.saturating_mul(k as u32);
+    }
+    (
+        Trace::from_unsorted(tenants, jobs, trace.origin_unix),
+        scaled,
+    )
 }

@@ -26,6 +26,7 @@
 
 use serde::Serialize;
 
+use super::charts::ShareSeries;
 use super::engine::{EngineConfig, JobState, JobStatus, RunOutcome, TenantState};
 use super::trace::Trace;
 use crate::core::WorkloadKind;
@@ -62,6 +63,8 @@ pub struct Recorder {
     hour_covered: f64,
     tenants: Vec<TenantAccum>,
     preemptions_by_kind: [u64; 3],
+    /// Held and entitled GPUs over the whole run (warm-up included), for the shares charts.
+    pub shares: ShareSeries,
 }
 
 impl Recorder {
@@ -78,11 +81,13 @@ impl Recorder {
             hour_covered: 0.0,
             tenants: vec![TenantAccum::default(); trace.tenants.len()],
             preemptions_by_kind: [0; 3],
+            shares: ShareSeries::new(trace.tenants.len()),
         }
     }
 
     /// Integrates the state `tenants` (constant over `[from, to]`) clipped to the window.
     pub fn integrate(&mut self, from: f64, to: f64, tenants: &[TenantState]) {
+        self.shares.add(from, to, tenants);
         let (mut a, b) = (from.max(self.start), to.min(self.end));
         if b <= a {
             return;

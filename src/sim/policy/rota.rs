@@ -27,6 +27,14 @@
 //! [`MAX_CLAIMS`] queue entries are offered to the planner per tick, and only over-share
 //! tenants' jobs as victims (the planner ignores the others).
 //!
+//! Per tick, the planner input is not rebuilt: each job's `WaitingWorkload` /
+//! `RunningWorkload` (with their strings) is built once when it is queued or started and kept
+//! in `Slots`; a tick lends the entries it offers to a reused [`PlanInput`] and takes them back
+//! after the plan. A tick plans only when some tenant is owed more than the margin, another is
+//! over it, and some running job passes the planner's own victim test as far as it depends on
+//! the job (`may_be_victim`); otherwise the plan is provably empty. Only such jobs are offered
+//! as victims. None of this changes a plan.
+//!
 //! Must not: scan all jobs per event (it keeps its own running set and queue), or read a clock.
 
 use std::cmp::Reverse;
@@ -51,6 +59,37 @@ pub const MAX_CLAIMS: usize = 128;
 
 /// The rotation history is pruned every this many ticks.
 const PRUNE_EVERY_TICKS: u64 = 128;
+
+/// Slack of the planner's no-overshoot test (`core::rotation::EPS`), or looser: the victim
+/// pre-check must never reject a job the planner would accept.
+const VICTIM_EPS: f64 = 1e-6;
+
+/// The planner's clamp of held and entitled GPUs (`pool::sane`): non-finite or negative is 0.
+fn sane(x: f64) -> f64 {
+    if x.is_finite() && x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// Whether running `job` passes the planner's victim test as far as it depends on the job
+/// alone (`pool::add_victim`: GPUs > 0, its tenant above its entitlement by more than the
+/// margin, no overshoot, past its quantum since its start). Looser than the planner's (which
+/// also checks the history), never stricter.
+fn may_be_victim(settings: &RotaSettings, entitled: &[f64], sim: &Sim<'_>, job: JobId) -> bool {
+    let spec = sim.spec(job);
+    // As `pool::sane`: the planner clamps non-finite or negative numbers to 0.
+    let held = sane(sim.tenants()[spec.tenant].held as f64);
+    let excess = held - sane(entitled[spec.tenant]);
+    let q = settings.quantum_of(spec.kind);
+    spec.gpus > 0
+        && excess > settings.limits.margin_gpus
+        && spec.gpus as f64 <= excess + VICTIM_EPS
+        && q.is_finite()
+        && q >= 0.0
+        && sim.now() - sim.job(job).started_at >= q
+}
 
 /// The only site of the simulated pool (gangs span nodes freely).
 const POOL: &str = "pool";
@@ -217,6 +256,22 @@ pub struct Rota {
     running: BTreeSet<JobId>,
     history: RotationHistory,
     ticks: u64,
+    /// Planner inputs kept between ticks (module docs): each job's entries are built once,
+    /// when it is queued or started, and lent to `buffer` for a plan.
+    slots: Slots,
+    /// The planner input, reused: its vectors are emptied back into `slots` after each plan.
+    buffer: PlanInput,
+}
+
+/// Each job's planner entries, indexed by [`JobId`]: its waiting entry while queued, its
+/// running entry while running (`None` while lent to the planner input).
+#[derive(Debug, Default)]
+struct Slots {
+    waiting: Vec<Option<WaitingWorkload>>,
+    running: Vec<Option<RunningWorkload>>,
+    /// The jobs lent to the input, in the input's order.
+    lent_running: Vec<JobId>,
+    lent_waiting: Vec<JobId>,
 }
 
 impl Rota {
@@ -245,6 +300,12 @@ impl Rota {
             running: BTreeSet::new(),
             history: RotationHistory::new(),
             ticks: 0,
+            slots: Slots {
+                waiting: vec![None; trace.jobs.len()],
+                running: vec![None; trace.jobs.len()],
+                ..Slots::default()
+            },
+            buffer: PlanInput::default(),
         }
     }
 
@@ -252,9 +313,23 @@ impl Rota {
         let spec = sim.spec(job);
         self.pending
             .push(spec.tenant, spec.gpus, rank(spec.priority, job));
+        let entry = WaitingWorkload {
+            id: self.workload_id(sim, job),
+            tenant: self.names[spec.tenant].clone(),
+            resource: GPU_RESOURCE.into(),
+            gpus: spec.gpus as u64,
+            spread: Spread::AnyNodes,
+            priority: spec.priority,
+        };
+        if let Some(slot) = self.slots.waiting.get_mut(job as usize) {
+            *slot = Some(entry);
+        }
     }
 
     fn dequeue(&mut self, sim: &Sim<'_>, job: JobId) -> bool {
+        if let Some(slot) = self.slots.waiting.get_mut(job as usize) {
+            *slot = None;
+        }
         let spec = sim.spec(job);
         self.pending
             .remove(spec.tenant, spec.gpus, rank(spec.priority, job))
@@ -312,7 +387,19 @@ impl Rota {
             owed |= t.pending_jobs > 0 && e - t.held as f64 > m;
             over |= t.held as f64 - e > m;
         }
-        owed && over
+        owed && over && self.has_victim(sim)
+    }
+
+    /// Some running job passes the planner's victim test as far as it depends on the job
+    /// alone (`pool::add_victim`: GPUs > 0, its tenant above its entitlement by more than the
+    /// margin, no overshoot, past its quantum since its start). The planner's own test is
+    /// stricter (it also checks the history, which only rotations add to), so when this is
+    /// false every claim finds no victim, no rotation happens, and the plan is empty: skipping
+    /// it changes nothing. Costs one pass over the running set (at most one job per GPU), no
+    /// allocation, against building the whole planner input.
+    fn has_victim(&self, sim: &Sim<'_>) -> bool {
+        let entitled = &self.entitled;
+        (self.running.iter()).any(|&j| may_be_victim(&self.settings, entitled, sim, j))
     }
 
     fn workload_id(&self, sim: &Sim<'_>, job: JobId) -> WorkloadId {
@@ -324,70 +411,91 @@ impl Rota {
         }
     }
 
-    fn input(&self, sim: &Sim<'_>) -> PlanInput {
-        let now = sim.now();
-        // Only over-share tenants' jobs can be victims: the planner ignores the others, so
-        // leaving them out changes no plan and saves building them every tick.
-        let margin = self.settings.limits.margin_gpus;
-        let over = |t: usize| sim.tenants()[t].held as f64 - self.entitled[t] > margin;
-        let running = self
-            .running
-            .iter()
-            .filter(|&&job| over(sim.spec(job).tenant))
-            .map(|&job| {
-                let spec = sim.spec(job);
-                RunningWorkload {
-                    id: self.workload_id(sim, job),
-                    tenant: self.names[spec.tenant].clone(),
-                    resource: GPU_RESOURCE.into(),
-                    nodes: vec![(POOL.into(), spec.gpus as u64)],
-                    started_at: sim.job(job).started_at,
-                    attained_gpu_seconds: sim.attained(job),
-                    quantum_seconds: self.settings.quantum_of(spec.kind),
-                    preemptible: true,
-                    protected: false,
-                    priority: spec.priority,
-                }
-            })
-            .collect();
-        let waiting = self
-            .pending
-            .in_order(MAX_CLAIMS)
-            .into_iter()
-            .map(|job| {
-                let spec = sim.spec(job);
-                WaitingWorkload {
-                    id: self.workload_id(sim, job),
-                    tenant: self.names[spec.tenant].clone(),
-                    resource: GPU_RESOURCE.into(),
-                    gpus: spec.gpus as u64,
-                    spread: Spread::AnyNodes,
-                    priority: spec.priority,
-                }
-            })
-            .collect();
+    /// The running entry of a job just started (its run starts now).
+    fn running_entry(&self, sim: &Sim<'_>, job: JobId) -> RunningWorkload {
+        let spec = sim.spec(job);
+        RunningWorkload {
+            id: self.workload_id(sim, job),
+            tenant: self.names[spec.tenant].clone(),
+            resource: GPU_RESOURCE.into(),
+            nodes: vec![(POOL.into(), spec.gpus as u64)],
+            started_at: sim.job(job).started_at,
+            attained_gpu_seconds: sim.attained(job),
+            quantum_seconds: self.settings.quantum_of(spec.kind),
+            preemptible: true,
+            protected: false,
+            priority: spec.priority,
+        }
+    }
+
+    /// Fills `buffer` for this tick, lending it the entries of the jobs it lists.
+    fn fill_input(&mut self, sim: &Sim<'_>) {
+        // Only jobs passing the planner's victim test can be victims: the planner skips the
+        // others without indexing them (victims keep the input's order), so leaving them out
+        // changes no plan and saves lending them every tick.
+        let (settings, entitled) = (&self.settings, &self.entitled);
+        let slots = &mut self.slots;
+        let victims = self.running.iter();
+        for &job in victims.filter(|&&j| may_be_victim(settings, entitled, sim, j)) {
+            // Every running job has an entry (set at launch); one lent is listed with it.
+            if let Some(mut w) = slots.running.get_mut(job as usize).and_then(Option::take) {
+                w.started_at = sim.job(job).started_at;
+                w.attained_gpu_seconds = sim.attained(job);
+                self.buffer.running.push(w);
+                slots.lent_running.push(job);
+            }
+        }
+        for job in self.pending.in_order(MAX_CLAIMS) {
+            if let Some(w) = slots.waiting.get_mut(job as usize).and_then(Option::take) {
+                self.buffer.waiting.push(w);
+                slots.lent_waiting.push(job);
+            }
+        }
+        self.buffer.now = sim.now();
+        self.buffer.limits = self.settings.limits;
+        if self.buffer.resources.is_empty() {
+            self.buffer.resources.push(self.resource_state());
+        }
+        let state = &mut self.buffer.resources[0];
+        for ((share, t), &entitled) in state
+            .tenants
+            .iter_mut()
+            .zip(sim.tenants())
+            .zip(&self.entitled)
+        {
+            share.held = t.held as f64;
+            share.entitled = entitled;
+        }
+        state.free[0].1 = sim.largest_fit();
+    }
+
+    /// The pool's resource state; held, entitled and free are set by `fill_input`.
+    fn resource_state(&self) -> ResourceState {
         let tenants = self
             .names
             .iter()
-            .zip(sim.tenants())
-            .zip(&self.entitled)
-            .map(|((name, t), &entitled)| TenantShare {
+            .map(|name| TenantShare {
                 tenant: name.clone(),
-                held: t.held as f64,
-                entitled,
+                held: 0.0,
+                entitled: 0.0,
             })
             .collect();
-        PlanInput {
-            now,
-            running,
-            waiting,
-            rotated_out: Vec::new(),
-            resources: vec![ResourceState {
-                resource: GPU_RESOURCE.into(),
-                tenants,
-                free: vec![(POOL.into(), sim.largest_fit())],
-            }],
-            limits: self.settings.limits,
+        ResourceState {
+            resource: GPU_RESOURCE.into(),
+            tenants,
+            free: vec![(POOL.into(), 0)],
+        }
+    }
+
+    /// Returns the entries lent to `buffer` to their slots.
+    fn reclaim_input(&mut self) {
+        let running = self.buffer.running.drain(..);
+        for (job, w) in self.slots.lent_running.drain(..).zip(running) {
+            self.slots.running[job as usize] = Some(w);
+        }
+        let waiting = self.buffer.waiting.drain(..);
+        for (job, w) in self.slots.lent_waiting.drain(..).zip(waiting) {
+            self.slots.waiting[job as usize] = Some(w);
         }
     }
 
@@ -399,6 +507,9 @@ impl Rota {
             };
             if sim.suspend(job) {
                 self.running.remove(&job);
+                if let Some(slot) = self.slots.running.get_mut(job as usize) {
+                    *slot = None;
+                }
                 self.enqueue(sim, job);
             }
         }
@@ -416,6 +527,9 @@ impl Rota {
         }
         self.dequeue(sim, job);
         self.running.insert(job);
+        if (job as usize) < self.slots.running.len() {
+            self.slots.running[job as usize] = Some(self.running_entry(sim, job));
+        }
         true
     }
 
@@ -446,6 +560,9 @@ impl Policy for Rota {
 
     fn on_finish(&mut self, _sim: &Sim<'_>, job: JobId) {
         self.running.remove(&job);
+        if let Some(slot) = self.slots.running.get_mut(job as usize) {
+            *slot = None;
+        }
     }
 
     fn tick_seconds(&self) -> Option<f64> {
@@ -456,7 +573,9 @@ impl Policy for Rota {
         self.charge(sim);
         self.refresh(sim);
         let plan = if self.may_rotate(sim) {
-            let p = plan(&self.input(sim), &self.history);
+            self.fill_input(sim);
+            let p = plan(&self.buffer, &self.history);
+            self.reclaim_input();
             self.apply(sim, &p);
             p
         } else {
