@@ -14,8 +14,13 @@ use std::path::PathBuf;
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
+use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::structs::device::FieldId;
+use nvml_wrapper::sys_exports::field_id::{
+    NVML_FI_DEV_REMAPPED_FAILURE, NVML_FI_DEV_REMAPPED_PENDING,
+};
 use nvml_wrapper::{Device, EventSet, Nvml};
 
 use super::snapshot::{field, GpuSample, NodeSample, ThrottleReason};
@@ -184,7 +189,9 @@ fn read_identity(device: &Device<'_>, gpu: &mut GpuSample) {
 fn read_gauges(device: &Device<'_>, gpu: &mut GpuSample) {
     if let Some(memory) = put(gpu, field::MEMORY, device.memory_info()) {
         gpu.memory_total_bytes = Some(memory.total);
-        gpu.memory_used_bytes = Some(memory.used);
+        // NVML's v2 `used` leaves out the driver's reservation (480 MiB on an H100, seen on
+        // hardware), which no pod can allocate either: count what is not free as used.
+        gpu.memory_used_bytes = Some(memory.total.saturating_sub(memory.free));
     }
     if let Some(util) = put(gpu, field::UTILIZATION, device.utilization_rates()) {
         gpu.utilization_gpu_ratio = Some(f64::from(util.gpu) / 100.0);
@@ -208,8 +215,27 @@ fn read_errors(device: &Device<'_>, gpu: &mut GpuSample) {
     gpu.ecc_uncorrected_volatile = put(gpu, field::ECC_UNCORRECTED, ecc);
     let pending = device.are_pages_pending_retired();
     gpu.pending_page_retirement = put(gpu, field::PENDING_PAGE_RETIREMENT, pending);
-    // nvml-wrapper 0.13 has no safe binding for nvmlDeviceGetRemappedRows.
-    gpu.unsupported.push(field::PENDING_ROW_REMAP.into());
+    gpu.pending_row_remap = put(gpu, field::PENDING_ROW_REMAP, pending_row_remap(device));
+}
+
+/// Whether a row remap waits for a GPU reset, through NVML's field values (nvml-wrapper 0.13
+/// has no safe binding for `nvmlDeviceGetRemappedRows`). A failed remap counts as pending:
+/// either way the GPU needs draining and a reset.
+fn pending_row_remap(device: &Device<'_>) -> Result<bool, NvmlError> {
+    let ids = [
+        FieldId(NVML_FI_DEV_REMAPPED_PENDING),
+        FieldId(NVML_FI_DEV_REMAPPED_FAILURE),
+    ];
+    let mut any = false;
+    for sample in device.field_values_for(&ids)? {
+        any |= match sample?.value? {
+            SampleValue::U32(v) => v != 0,
+            SampleValue::U64(v) => v != 0,
+            SampleValue::I64(v) => v != 0,
+            SampleValue::F64(v) => v != 0.0,
+        };
+    }
+    Ok(any)
 }
 
 /// Drains the XID events queued since the last sample (0 ms waits until `Timeout`).
