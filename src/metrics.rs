@@ -216,3 +216,125 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     }
     out
 }
+
+/// The HTTP transport's load, read from [`crate::http::ServerStats`] at scrape time:
+/// `rota_http_open_connections`, `rota_http_shed_connections_total` (answered 503 and closed at
+/// the connection limit), `rota_http_reserve_connections_total` (served from the probe reserve),
+/// `rota_http_body_budget_bytes`, `rota_http_body_reserved_bytes`,
+/// `rota_http_body_budget_waits_total` and `rota_http_body_budget_rejections_total` (503).
+pub struct HttpServerCollector {
+    stats: crate::http::ServerStats,
+    descs: Vec<Desc>,
+}
+
+/// Name, help, and whether the series is a counter (else a gauge).
+const HTTP_SERIES: [(&str, &str, bool); 7] = [
+    ("rota_http_open_connections", "Connections open now.", false),
+    (
+        "rota_http_shed_connections_total",
+        "Connections answered 503 and closed at the connection limit.",
+        true,
+    ),
+    (
+        "rota_http_reserve_connections_total",
+        "Connections served from the reserve kept for body-less requests.",
+        true,
+    ),
+    (
+        "rota_http_body_budget_bytes",
+        "Request body bytes all requests together may buffer.",
+        false,
+    ),
+    (
+        "rota_http_body_reserved_bytes",
+        "Request body bytes reserved by requests in flight now.",
+        false,
+    ),
+    (
+        "rota_http_body_budget_waits_total",
+        "Requests that waited for body budget.",
+        true,
+    ),
+    (
+        "rota_http_body_budget_rejections_total",
+        "Requests answered 503 because no body budget freed in time.",
+        true,
+    ),
+];
+
+impl HttpServerCollector {
+    /// Registers the transport's series on `registry`.
+    pub fn register(
+        registry: &Registry,
+        stats: crate::http::ServerStats,
+    ) -> prometheus::Result<()> {
+        let descs = Self::families(&stats)?
+            .iter()
+            .map(|c| c.desc()[0].clone())
+            .collect();
+        registry.register(Box::new(Self { stats, descs }))
+    }
+
+    fn families(stats: &crate::http::ServerStats) -> prometheus::Result<Vec<Box<dyn Collector>>> {
+        let s = stats.snapshot();
+        let values = [
+            s.open_connections as f64,
+            s.shed_connections_total as f64,
+            s.reserve_lane_connections_total as f64,
+            s.body_budget_bytes as f64,
+            s.reserved_body_bytes as f64,
+            s.budget_waits_total as f64,
+            s.budget_rejections_total as f64,
+        ];
+        HTTP_SERIES
+            .iter()
+            .zip(values)
+            .map(
+                |(&(name, help, counter), value)| -> prometheus::Result<Box<dyn Collector>> {
+                    if counter {
+                        let c = prometheus::Counter::new(name, help)?;
+                        c.inc_by(value);
+                        Ok(Box::new(c))
+                    } else {
+                        let g = prometheus::Gauge::new(name, help)?;
+                        g.set(value);
+                        Ok(Box::new(g))
+                    }
+                },
+            )
+            .collect()
+    }
+}
+
+impl Collector for HttpServerCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        match Self::families(&self.stats) {
+            Ok(families) => families.iter().flat_map(|c| c.collect()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_server_series_follow_the_stats_at_scrape_time() {
+        let registry = Registry::new();
+        let stats = crate::http::ServerStats::new();
+        HttpServerCollector::register(&registry, stats.clone()).expect("register");
+        let text = String::from_utf8(render(&registry)).expect("utf-8");
+        for (name, _, counter) in HTTP_SERIES {
+            let kind = if counter { "counter" } else { "gauge" };
+            assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} in {text}");
+            assert!(text.contains(&format!("\n{name} 0\n")), "{name} starts at 0");
+        }
+        // A second registration of the same names is refused, as for every rota collector.
+        assert!(HttpServerCollector::register(&registry, stats).is_err());
+    }
+}

@@ -15,7 +15,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
-use rota::http::{serve, Error, Handler, Request, Response, ServerOptions, TlsFiles, TEXT};
+use rota::http::{
+    serve_with_stats, Error, Handler, Request, Response, ServerOptions, ServerStats, TlsFiles, TEXT,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
@@ -61,6 +63,7 @@ impl Handler for Echo {
 struct Server {
     addr: SocketAddr,
     started: Arc<Notify>,
+    stats: ServerStats,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
 }
@@ -79,10 +82,18 @@ impl Server {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(serve(listener, handler, options, shutdown));
+        let stats = ServerStats::new();
+        let task = tokio::spawn(serve_with_stats(
+            listener,
+            handler,
+            options,
+            stats.clone(),
+            shutdown,
+        ));
         Self {
             addr,
             started,
+            stats,
             stop: Some(stop),
             task,
         }
@@ -344,11 +355,19 @@ async fn handler_panic_is_500_and_serving_goes_on() {
     .await;
 }
 
+/// Polls the server's stats until `open` connections are being served.
+async fn until_open(stats: &ServerStats, open: usize) {
+    while stats.snapshot().open_connections != open {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_queues_extra_connections() {
+async fn at_the_connection_limit_probes_use_the_reserve_and_the_rest_get_503() {
     within(async {
         let server = Server::start(ServerOptions {
             max_connections: 1,
+            reserve_connections: 1,
             ..options()
         })
         .await;
@@ -359,25 +378,51 @@ async fn connection_limit_queues_extra_connections() {
             StatusCode::OK
         );
 
-        // The kernel completes the second connect, but the server must not serve it yet.
-        let mut second = TcpStream::connect(server.addr).await.expect("connect");
-        second
-            .write_all(b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut byte = [0u8; 1];
-        let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte)).await;
-        assert!(
-            early.is_err(),
-            "second connection served while the first held the only slot"
-        );
+        // The only normal slot is taken: a body-less request is served on the reserve lane,
+        // once (the server closes the connection after it, though the client did not ask).
+        let probe = raw_exchange(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status_of(&probe), 200, "{probe}");
+        assert!(body_of(&probe).starts_with("GET /healthz 0 "), "{probe}");
+        until_open(&server.stats, 1).await;
 
-        // Closing the first connection frees the slot.
+        // A request with a body is refused there, unread, with Retry-After.
+        let post = raw_exchange(
+            server.addr,
+            b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await;
+        assert_eq!(status_of(&post), 503, "{post}");
+        assert_eq!(header_of(&post, "retry-after"), Some("1"), "{post}");
+        assert!(body_of(&post).contains("without a body"), "{post}");
+        until_open(&server.stats, 1).await;
+
+        // A silent client holds the reserve slot: the next connection is refused at once,
+        // before it sends anything, instead of waiting in the backlog.
+        let _silent = TcpStream::connect(server.addr).await.expect("connect");
+        until_open(&server.stats, 2).await;
+        let mut refused = TcpStream::connect(server.addr).await.expect("connect");
+        let reply = read_to_close(&mut refused).await;
+        assert_eq!(status_of(&reply), 503, "{reply}");
+        assert_eq!(header_of(&reply, "retry-after"), Some("1"), "{reply}");
+        assert!(body_of(&reply).contains("connection limit"), "{reply}");
+        let stats = server.stats.snapshot();
+        assert_eq!(stats.shed_connections_total, 1);
+        assert_eq!(stats.reserve_lane_connections_total, 3);
+
+        // Closing the first connection frees the normal slot for a keep-alive client again.
         drop(first);
         first_conn.abort();
-        let reply = read_to_close(&mut second).await;
-        assert_eq!(status_of(&reply), 200, "{reply}");
-        assert!(body_of(&reply).starts_with("GET /two 0 "), "{reply}");
+        until_open(&server.stats, 1).await;
+        let (mut again, _conn) =
+            connect(TcpStream::connect(server.addr).await.expect("connect")).await;
+        assert_eq!(
+            send(&mut again, Method::GET, "/a", "").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&mut again, Method::GET, "/b", "").await.0,
+            StatusCode::OK
+        );
         server.shut_down().await.expect("serve");
     })
     .await;

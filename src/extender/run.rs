@@ -24,7 +24,9 @@ use crate::controller::usage::UsageAccounting;
 use crate::core::rotation_input::build_plan_input;
 use crate::core::telemetry::TelemetrySource;
 use crate::http::{self, ServerOptions, TlsFiles};
-use crate::metrics::{ClusterCollector, TelemetryAgeCollector, TelemetryMetrics};
+use crate::metrics::{
+    ClusterCollector, HttpServerCollector, TelemetryAgeCollector, TelemetryMetrics,
+};
 use crate::state::fairshare::{FairShareRefresher, SharedLedger};
 use crate::state::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
 use crate::state::{ClusterView, ViewSettings};
@@ -62,6 +64,17 @@ pub struct ExtenderOptions {
     /// Seconds allowed to receive a request's body; then 408.
     #[arg(long, default_value_t = 30)]
     pub body_timeout_seconds: u64,
+    /// Body bytes all requests together may buffer. A request that cannot get room within the
+    /// body timeout gets 503 with Retry-After; requests without a body never wait.
+    #[arg(long, default_value_t = 512 << 20)]
+    pub max_inflight_body_bytes: usize,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Extra connections kept for requests without a body (probes, metrics) when
+    /// --max-connections are busy; beyond them a connection gets 503 and is closed.
+    #[arg(long, default_value_t = 32)]
+    pub reserve_connections: usize,
     /// Serve HTTPS with this PEM certificate chain (for `enableHTTPS: true`); needs --tls-key-file.
     #[arg(long, requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -93,6 +106,9 @@ impl ExtenderOptions {
             max_body_bytes: self.max_body_bytes,
             header_read_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
             body_read_timeout: Duration::from_secs(self.body_timeout_seconds.max(1)),
+            max_inflight_body_bytes: self.max_inflight_body_bytes,
+            max_connections: self.max_connections,
+            reserve_connections: self.reserve_connections,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert: cert.clone(),
@@ -203,6 +219,8 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         learn_nodes: options.cluster == ClusterMode::None,
         held_events: client.as_ref().map(spawn_held_events),
     };
+    let stats = http::ServerStats::new();
+    HttpServerCollector::register(&registry, stats.clone()).context("registering metrics")?;
     let extender = Extender::new(ctx, registry).context("registering metrics")?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -213,10 +231,11 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
         tls = options.tls_cert_file.is_some(),
         "Extender listening."
     );
-    http::serve(
+    http::serve_with_stats(
         listener,
         Arc::new(extender),
         options.server_options(),
+        stats,
         shutdown.wait(),
     )
     .await

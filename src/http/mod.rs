@@ -1,23 +1,33 @@
 //! A small HTTP/1.1 server (hyper on tokio) shared by the extender and the agent.
 //!
-//! The transport reads the whole body (within a size cap and a read timeout) and hands a
-//! [`Request`] to a synchronous [`Handler`]: every endpoint is one pure-ish function from a
-//! request to a [`Response`], testable without a socket. Handler panics become a 500 and never
-//! take the process or the connection down.
+//! The transport reads the whole body (within a size cap, a global in-flight body budget and a
+//! read timeout) and hands a [`Request`] to a synchronous [`Handler`]: every endpoint is one
+//! pure-ish function from a request to a [`Response`], testable without a socket. Handler panics
+//! become a 500 and never take the process or the connection down.
 //!
 //! ```text
-//!   TcpListener ─accept─▶ (TLS) ─▶ hyper http1 ─▶ read body (cap, timeout) ─▶ Handler::handle
-//!        ▲ semaphore: at most max_connections          413 · 408 · 415 here      panic ─▶ 500
+//!   TcpListener ─accept─▶ lane ─▶ (TLS) ─▶ hyper http1 ─▶ budget ─▶ read body ─▶ Handler::handle
+//!     normal: max_connections          head ≤ max_header_bytes   cap, timeout    panic ─▶ 500
+//!     reserve: body-less only    413 · 408 · 415 · 400 · 503 (+Retry-After) here
+//!     neither: 503 + close
 //! ```
 //!
-//! Invariants: a body is never read past `max_body_bytes`; transport rejections (413, 408, 415,
-//! 400) are answered here and never reach the handler; the accept loop never dies on an accept
-//! error. Must not: decompress bodies, log bodies, or know any endpoint (that is the handler's job).
+//! Memory is bounded by the options: bodies by `max_inflight_body_bytes` (reserved before a
+//! byte is read, see `budget.rs`), per-connection buffers by `max_header_bytes`, connections by
+//! `max_connections + reserve_connections`. Invariants: a body is never read past
+//! `max_body_bytes` nor before its budget is reserved; requests without a body never wait for
+//! budget; transport rejections are answered here and never reach the handler; the accept loop
+//! never dies on an accept error and never waits for a free slot. Must not: decompress bodies,
+//! log bodies, or know any endpoint (that is the handler's job).
 
+mod budget;
+mod request;
 mod server;
+mod stats;
 mod tls;
 
-pub use server::{serve, shutdown_signal};
+pub use server::{serve, serve_with_stats, shutdown_signal};
+pub use stats::{ServerStats, StatsSnapshot};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,20 +116,43 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Transport limits and options.
+/// Transport limits and options. Worst-case memory is about `max_inflight_body_bytes` plus
+/// `(max_connections + reserve_connections) × (max_header_bytes + ~16 KiB)` (plus rustls'
+/// own buffers, tens of KiB per connection, with TLS), plus what handlers allocate while
+/// parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Largest accepted body; larger bodies get 413. Default 64 MiB.
     pub max_body_bytes: usize,
-    /// Time allowed to receive the request head (and, with TLS, to finish the handshake).
-    /// Default 10 s.
+    /// Body bytes all requests together may hold at once. Each request with a body reserves its
+    /// `Content-Length` (or `max_body_bytes` when chunked) before reading it, waits in line
+    /// when the budget is used up, and gets 503 with `Retry-After` if its body deadline passes
+    /// first. Raised to `max_body_bytes` if smaller. Default 512 MiB: eight bodies at the
+    /// default cap, or hundreds of real kube-scheduler requests (well under 1 MiB with
+    /// `nodeCacheCapable`), while keeping the extender within a 1 GiB memory limit.
+    pub max_inflight_body_bytes: usize,
+    /// Time allowed to receive the request head (and, with TLS, to finish the handshake); also
+    /// how long an idle keep-alive connection stays open. Default 10 s; then the connection is
+    /// closed without an answer.
     pub header_read_timeout: Duration,
-    /// Time allowed to receive the body once the head is in. Default 30 s; then 408.
+    /// Time allowed, once the head is in, to get body budget and receive the whole body.
+    /// Default 30 s; then 408 (or 503 while still waiting for budget).
     pub body_read_timeout: Duration,
     /// How long graceful shutdown waits for in-flight requests. Default 10 s.
     pub shutdown_grace: Duration,
-    /// Most connections served at once; further ones wait in the accept backlog. Default 4096.
+    /// Most connections served at once. Default 4096.
     pub max_connections: usize,
+    /// Extra connections accepted beyond `max_connections` that may make one request without a
+    /// body (kubelet probes, metrics scrapes): a flood of connections does not fail the pod's
+    /// probes. Beyond these, connections get an immediate 503 and are closed. Default 32.
+    pub reserve_connections: usize,
+    /// Largest request head (request line and headers); larger ones get 431. Also bounds hyper's
+    /// per-connection read buffer (at least 8 KiB). Default 16 KiB: kube-scheduler sends a few
+    /// hundred bytes, and 16 KiB × 4,128 connections is 66 MiB at worst.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; more get 431. Default 100 (hyper's own default, set
+    /// explicitly so it is documented).
+    pub max_headers: usize,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -128,10 +161,14 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 << 20,
+            max_inflight_body_bytes: 512 << 20,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 4096,
+            reserve_connections: 32,
+            max_header_bytes: 16 << 10,
+            max_headers: 100,
             tls: None,
         }
     }
