@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Invariants: a save is all or nothing (a reader sees the old ledger or the new one, never half
-//! of one), so a restart loses at most one tick. A missing, corrupt or truncated ledger is never
+//! of one), so a restart loses at most one tick; a load sweeps the temporary files of writers
+//! killed mid-save (`tests/restarts.rs` kills real processes to check both). A missing, corrupt or truncated ledger is never
 //! an error: it is recovered tenant by tenant through [`parse_record`] (a tenant that cannot be
 //! read starts from zero) and every problem is logged with `warn!` and returned to the caller.
 //! Only the leader saves (the caller's duty), so a ConfigMap conflict means a person or a late
@@ -218,6 +219,7 @@ impl FileLedgerStore {
     }
 
     fn load_blocking(&self) -> Result<Loaded> {
+        self.sweep_stale_temps();
         let source = self.path.display().to_string();
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -241,6 +243,47 @@ impl FileLedgerStore {
                 tracing::warn!(source, problem = %problem, "Usage ledger problem; recovered.");
                 loaded.problems.insert(0, problem);
                 Ok(loaded)
+            }
+        }
+    }
+
+    /// Removes temporary files that writers killed mid-save left beside the ledger (their
+    /// names carry the dead writer's PID, so no later save would ever reuse them and they
+    /// would pile up, one per crash). Runs on load, i.e. at start-up, when only a second
+    /// process misconfigured onto the same file could still be writing one; its rename then
+    /// fails with a retryable write error. Best effort: failures are logged, never returned.
+    fn sweep_stale_temps(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            let pid = file_name
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_suffix(".tmp"));
+            if !pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    file = %entry.path().display(),
+                    "Removed a usage ledger temporary file left by a writer that died mid-save."
+                ),
+                Err(err) => tracing::warn!(
+                    file = %entry.path().display(),
+                    error = %err,
+                    "Cannot remove a stale usage ledger temporary file."
+                ),
             }
         }
     }
