@@ -128,6 +128,17 @@ impl UsageAccounting {
         let copy: Ledger = {
             let mut ledger = self.ledger.lock();
             let gap_limit = 2.0 * self.interval.as_secs_f64();
+            if let Some(ahead) = ledger
+                .updated_at()
+                .map(|t| t - now)
+                .filter(|&a| a > gap_limit)
+            {
+                tracing::warn!(
+                    ahead_seconds = ahead,
+                    "Usage ledger is stamped in the future (corrupt file or a clock jump); restarting its clock at now, values kept."
+                );
+                ledger.reset_clock(now);
+            }
             if ledger.updated_at().is_some_and(|t| now - t > gap_limit) {
                 tracing::warn!(
                     gap_seconds = now - ledger.updated_at().unwrap_or(now),
@@ -242,5 +253,34 @@ mod tests {
             "a gap is never charged: {after_gap} vs {charged}"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_ledger_stamped_in_the_future_restarts_its_clock_and_charges_again() {
+        let config = Arc::new(config());
+        let half_life = config.usage.half_life_seconds;
+        let path = std::env::temp_dir().join(format!("rota-usage-future-{}", std::process::id()));
+        let mut ledger = Ledger::new(half_life).unwrap();
+        ledger.advance(1_000.0, std::iter::empty());
+        ledger.advance(1_000_000_000.0, [("physics", 1.0, None)]); // a corrupt, far-future stamp
+        let before = ledger.usage("physics", 1_000_000_000.0);
+        let accounting = UsageAccounting {
+            ledger: Arc::new(parking_lot::Mutex::new(ledger)),
+            store: Arc::new(FileLedgerStore::new(&path, half_life)),
+            view: view_with_pods(&config),
+            config: config.clone(),
+            leader: watch::channel(true).1,
+            interval: Duration::from_secs(30),
+        };
+        accounting.tick(2_000.0).await; // resets the clock, keeps the values
+        let kept = accounting.ledger.lock().usage("physics", 2_000.0);
+        assert!((kept - before).abs() < 1e-6, "{kept} vs {before}");
+        accounting.tick(2_030.0).await; // and charges from there on
+        let charged = accounting.ledger.lock().usage("physics", 2_030.0) - kept;
+        assert!(
+            charged > 200.0,
+            "30 s of 8 weighted GPUs charged: {charged}"
+        );
+        std::fs::remove_file(&path).ok();
     }
 }

@@ -189,6 +189,20 @@ impl Ledger {
         }
     }
 
+    /// Takes the values as of the last advance to be current at `now`, for a clock that ran
+    /// ahead (a ledger stamped in the future would otherwise refuse every charge until the
+    /// wall clock caught up). No effect when `now` is not finite.
+    pub fn reset_clock(&mut self, now: f64) {
+        if !now.is_finite() {
+            return;
+        }
+        let mut record = self.to_record();
+        record.updated_at = Some(now);
+        if let Ok((ledger, _)) = Self::from_record(&record, self.half_life) {
+            *self = ledger;
+        }
+    }
+
     /// Known tenants, in name order.
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.tenants.keys().map(String::as_str)
