@@ -1,8 +1,12 @@
 //! The fair-share core: water-filling closed forms and invariants, the usage correction's
 //! guarantees, the decayed ledger and its record, the queue order and the gate.
 
+mod common;
+
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::Config;
+
+use common::generators::{self, tenant_name, tenant_rows, workloads, TenantRow};
 
 use rota::config::{GroupConfig, RotaConfig, TenantConfig};
 use rota::core::fairshare::{
@@ -16,12 +20,7 @@ use rota::core::queue::{admit, Admission, AdmitReason, FairQueue, QueueEntry};
 const EPS: f64 = 1e-9;
 
 fn seeded(cases: u32) -> Config {
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(0x5eed_f00d),
-        failure_persistence: None,
-        ..Config::default()
-    }
+    generators::seeded(cases, 0x5eed_f00d)
 }
 
 fn backlog(tenant: &str, pending: f64) -> TenantLoad<'_> {
@@ -237,20 +236,15 @@ fn zero_cap_disables_the_correction() {
 
 // === invariants ===
 
-fn loads_strategy() -> impl Strategy<Value = Vec<(f64, f64, f64)>> {
-    // (demand, weight, usage) per tenant.
-    prop::collection::vec((0.0..50.0f64, 0.1..10.0f64, 0.0..1000.0f64), 1..12)
-}
-
 fn names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("t{i}")).collect()
+    (0..n).map(tenant_name).collect()
 }
 
-fn run(cap: f64, rows: &[(f64, f64, f64)], with_usage: bool) -> Vec<Entitlement> {
+fn run(cap: f64, rows: &[TenantRow], with_usage: bool) -> Vec<Entitlement> {
     let names = names(rows.len());
     let mut policy = SharePolicy::flat(1.0);
     for (n, r) in names.iter().zip(rows) {
-        policy = policy.with_tenant(n, r.1, None);
+        policy = policy.with_tenant(n, r.weight, None);
     }
     let loads: Vec<TenantLoad> = names
         .iter()
@@ -258,8 +252,8 @@ fn run(cap: f64, rows: &[(f64, f64, f64)], with_usage: bool) -> Vec<Entitlement>
         .map(|(n, r)| TenantLoad {
             tenant: n,
             held: 0.0,
-            pending: r.0,
-            usage: if with_usage { r.2 } else { 0.0 },
+            pending: r.demand,
+            usage: if with_usage { r.usage } else { 0.0 },
         })
         .collect();
     entitlements(&policy, cap, &loads)
@@ -269,25 +263,25 @@ proptest! {
     #![proptest_config(seeded(256))]
 
     #[test]
-    fn fill_sums_to_min_of_capacity_and_demand(rows in loads_strategy(), cap in 0.0..200.0f64, usage: bool) {
+    fn fill_sums_to_min_of_capacity_and_demand(rows in tenant_rows(1..12), cap in 0.0..200.0f64, usage: bool) {
         let e = run(cap, &rows, usage);
-        let total_demand: f64 = rows.iter().map(|r| r.0).sum();
+        let total_demand: f64 = rows.iter().map(|r| r.demand).sum();
         let sum: f64 = e.iter().map(|x| x.entitled).sum();
         prop_assert!((sum - cap.min(total_demand)).abs() < 1e-6, "sum {sum} cap {cap} demand {total_demand}");
         for (x, r) in e.iter().zip(&rows) {
-            prop_assert!(x.entitled >= 0.0 && x.entitled <= r.0 + 1e-9);
+            prop_assert!(x.entitled >= 0.0 && x.entitled <= r.demand + 1e-9);
             if total_demand <= cap {
-                prop_assert!((x.entitled - r.0).abs() < 1e-9);
+                prop_assert!((x.entitled - r.demand).abs() < 1e-9);
             }
         }
     }
 
     #[test]
-    fn backlogged_tenants_split_by_weight(rows in loads_strategy(), cap in 0.0..200.0f64) {
+    fn backlogged_tenants_split_by_weight(rows in tenant_rows(1..12), cap in 0.0..200.0f64) {
         let e = run(cap, &rows, false);
         let levels: Vec<f64> = e.iter().zip(&rows)
-            .filter(|(x, r)| x.entitled < r.0 - 1e-6)
-            .map(|(x, r)| x.entitled / r.1)
+            .filter(|(x, r)| x.entitled < r.demand - 1e-6)
+            .map(|(x, r)| x.entitled / r.weight)
             .collect();
         for l in &levels {
             prop_assert!((l - levels[0]).abs() < 1e-6, "{levels:?}");
@@ -295,41 +289,41 @@ proptest! {
         // Capped tenants are at or below the common level.
         for (x, r) in e.iter().zip(&rows) {
             if let Some(level) = levels.first() {
-                prop_assert!(x.entitled / r.1 <= level + 1e-6);
+                prop_assert!(x.entitled / r.weight <= level + 1e-6);
             }
         }
     }
 
     #[test]
-    fn raising_a_weight_never_lowers_an_entitlement(rows in loads_strategy(), cap in 0.0..200.0f64, pick in any::<prop::sample::Index>(), factor in 1.0..10.0f64) {
+    fn raising_a_weight_never_lowers_an_entitlement(rows in tenant_rows(1..12), cap in 0.0..200.0f64, pick in any::<prop::sample::Index>(), factor in 1.0..10.0f64) {
         let i = pick.index(rows.len());
         let before = run(cap, &rows, false)[i].entitled;
         let mut raised = rows.clone();
-        raised[i].1 *= factor;
+        raised[i].weight *= factor;
         let after = run(cap, &raised, false)[i].entitled;
         prop_assert!(after >= before - 1e-9, "{before} -> {after}");
     }
 
     #[test]
-    fn correction_keeps_its_documented_bounds(rows in loads_strategy(), cap in 0.0..200.0f64) {
+    fn correction_keeps_its_documented_bounds(rows in tenant_rows(1..12), cap in 0.0..200.0f64) {
         let plain = run(cap, &rows, false);
         let corrected = run(cap, &rows, true);
         let floor = (-DEFAULT_USAGE_EXPONENT_CAP).exp2();
         for ((p, c), r) in plain.iter().zip(&corrected).zip(&rows) {
             prop_assert!(c.entitled >= floor * p.entitled - 1e-9, "{p:?} {c:?}");
-            if r.2 == 0.0 {
+            if r.usage == 0.0 {
                 prop_assert!(c.entitled >= p.entitled - 1e-9);
             }
-            if r.0 > 0.0 && cap > 0.0 {
+            if r.demand > 0.0 && cap > 0.0 {
                 prop_assert!(c.entitled > 0.0);
             }
         }
     }
 
     #[test]
-    fn usage_proportional_to_weight_is_neutral(rows in loads_strategy(), cap in 0.0..200.0f64, k in 0.01..100.0f64) {
+    fn usage_proportional_to_weight_is_neutral(rows in tenant_rows(1..12), cap in 0.0..200.0f64, k in 0.01..100.0f64) {
         let plain = run(cap, &rows, false);
-        let prop_rows: Vec<_> = rows.iter().map(|r| (r.0, r.1, r.1 * k)).collect();
+        let prop_rows: Vec<_> = rows.iter().map(|r| TenantRow { usage: r.weight * k, ..r.clone() }).collect();
         let corrected = run(cap, &prop_rows, true);
         for (p, c) in plain.iter().zip(&corrected) {
             prop_assert!((p.entitled - c.entitled).abs() < 1e-6);
@@ -337,9 +331,9 @@ proptest! {
     }
 
     #[test]
-    fn water_fill_matches_entitlements_without_usage(rows in loads_strategy(), cap in 0.0..200.0f64) {
-        let d: Vec<f64> = rows.iter().map(|r| r.0).collect();
-        let w: Vec<f64> = rows.iter().map(|r| r.1).collect();
+    fn water_fill_matches_entitlements_without_usage(rows in tenant_rows(1..12), cap in 0.0..200.0f64) {
+        let d: Vec<f64> = rows.iter().map(|r| r.demand).collect();
+        let w: Vec<f64> = rows.iter().map(|r| r.weight).collect();
         let plain = water_fill(cap, &d, &w);
         let e = run(cap, &rows, false);
         for (a, b) in plain.iter().zip(&e) {
@@ -601,20 +595,21 @@ proptest! {
 
     #[test]
     fn gate_matches_brute_force_and_never_delays_anyone_ahead(
-        jobs in prop::collection::vec((1..9u64, 0..3u8, 0..2i32, 0..20u8), 1..25),
+        jobs in workloads(3, 1..25),
         free in 0..30u64,
         pick in any::<prop::sample::Index>(),
     ) {
         let mut q = FairQueue::new();
-        for (i, &(g, t, c, a)) in jobs.iter().enumerate() {
-            q.set_standing(&format!("t{t}"), Standing::new(f64::from(t)));
-            q.push(item(i as u32, &format!("t{t}"), g, c, f64::from(a)));
+        for (i, w) in jobs.iter().enumerate() {
+            let tenant = tenant_name(w.tenant);
+            q.set_standing(&tenant, Standing::new(w.tenant as f64));
+            q.push(item(i as u32, &tenant, w.gpus, w.priority, w.arrival_tick as f64));
         }
         let order = keys(&q);
         let key = order[pick.index(order.len())];
-        let mine = jobs[key as usize].0;
+        let mine = jobs[key as usize].gpus;
         let idx = order.iter().position(|&k| k == key).unwrap();
-        let ahead: Vec<u64> = order[..idx].iter().map(|&k| jobs[k as usize].0).collect();
+        let ahead: Vec<u64> = order[..idx].iter().map(|&k| jobs[k as usize].gpus).collect();
         let free_map = GpuCounts::from([("gpu".to_string(), free)]);
         let answer = admit(&q, &key, &free_map);
         let want = if idx == 0 {

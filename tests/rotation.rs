@@ -2,15 +2,21 @@
 //! random clusters and workloads that replay several ticks, applying every plan to a model of
 //! the cluster, to show the anti-thrash guarantees.
 
+mod common;
+
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
+use proptest::test_runner::Config;
+
+use common::generators::{
+    self, mk_node, tenant_weight, uniform_cluster, workloads, WorkloadSpec, MODELS,
+};
 
 use rota::core::fairshare::{entitlements, SharePolicy, TenantLoad};
 use rota::core::rotation::{
     plan, share_gap, Limits, Plan, PlanInput, ResourceState, RotatedOutWorkload, RotationHistory,
     RunningWorkload, Spread, TenantShare, WaitingWorkload, OVER_SHARE, RESUME_TURN,
 };
-use rota::core::{WorkloadId, WorkloadKind};
+use rota::core::{GpuNode, WorkloadId, WorkloadKind};
 
 const GPU: &str = "nvidia.com/gpu";
 const NOW: f64 = 10_000.0;
@@ -394,60 +400,6 @@ fn history_prunes_and_forgets() {
 
 const NODE_GPUS: u64 = 8;
 
-#[derive(Clone, Debug)]
-struct Spec {
-    tenant: usize,
-    gpus: u64,
-    duration: f64,
-    arrival_tick: usize,
-    quantum: f64,
-    preemptible: bool,
-    protected: bool,
-    priority: i32,
-    spread: Spread,
-}
-
-fn spec() -> impl Strategy<Value = Spec> {
-    (
-        0usize..4,
-        prop::sample::select(vec![1u64, 1, 1, 2, 2, 4, 8]),
-        300.0f64..20_000.0,
-        0usize..12,
-        prop::sample::select(vec![60.0f64, 300.0, 600.0]),
-        prop::bool::weighted(0.9),
-        prop::bool::weighted(0.1),
-        prop::sample::select(vec![0i32, 0, 0, 0, 0, 1]),
-        prop::bool::weighted(0.8),
-    )
-        .prop_map(
-            |(
-                tenant,
-                gpus,
-                duration,
-                arrival_tick,
-                quantum,
-                preemptible,
-                protected,
-                priority,
-                one,
-            )| Spec {
-                tenant,
-                gpus,
-                duration,
-                arrival_tick,
-                quantum,
-                preemptible,
-                protected,
-                priority,
-                spread: if one {
-                    Spread::OneNode
-                } else {
-                    Spread::AnyNodes
-                },
-            },
-        )
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
     Future,
@@ -459,10 +411,12 @@ enum State {
 
 /// The model the plans are applied to.
 struct Model {
-    specs: Vec<Spec>,
+    specs: Vec<WorkloadSpec>,
     weights: Vec<f64>,
     state: Vec<State>,
     nodes: Vec<u64>,
+    /// GPUs of the whole cluster (free and used).
+    capacity: u64,
     placement: Vec<Vec<(usize, u64)>>,
     started: Vec<f64>,
     left: Vec<f64>,
@@ -475,14 +429,15 @@ fn tenant_name(t: usize) -> String {
 }
 
 impl Model {
-    fn new(specs: Vec<Spec>, weights: Vec<f64>, nodes: usize) -> Self {
+    fn new(specs: Vec<WorkloadSpec>, weights: Vec<f64>, cluster: &[GpuNode]) -> Self {
         let n = specs.len();
         Model {
-            left: specs.iter().map(|s| s.duration).collect(),
+            left: specs.iter().map(|s| s.duration_seconds).collect(),
             specs,
             weights,
             state: vec![State::Future; n],
-            nodes: vec![NODE_GPUS; nodes],
+            nodes: cluster.iter().map(|n| n.free(GPU)).collect(),
+            capacity: cluster.iter().map(|n| n.free(GPU)).sum(),
             placement: vec![Vec::new(); n],
             started: vec![0.0; n],
             attained: vec![0.0; n],
@@ -557,7 +512,7 @@ impl Model {
                 usage: 0.0,
             })
             .collect();
-        let capacity = (self.nodes.len() as u64 * NODE_GPUS) as f64;
+        let capacity = self.capacity as f64;
         entitlements(&policy, capacity, &loads)
             .into_iter()
             .zip(&names)
@@ -578,7 +533,7 @@ impl Model {
         let workload = |i: usize| {
             let s = &self.specs[i];
             WaitingWorkload {
-                id: id(&format!("w{i}")),
+                id: s.id(i),
                 tenant: tenant_name(s.tenant),
                 resource: GPU.into(),
                 gpus: s.gpus,
@@ -601,7 +556,7 @@ impl Model {
                 .map(|i| {
                     let s = &self.specs[i];
                     RunningWorkload {
-                        id: id(&format!("w{i}")),
+                        id: s.id(i),
                         tenant: tenant_name(s.tenant),
                         resource: GPU.into(),
                         nodes: self.placement[i]
@@ -610,7 +565,7 @@ impl Model {
                             .collect(),
                         started_at: self.started[i],
                         attained_gpu_seconds: self.attained[i],
-                        quantum_seconds: s.quantum,
+                        quantum_seconds: s.quantum_seconds,
                         preemptible: s.preemptible,
                         protected: s.protected,
                         priority: s.priority,
@@ -692,12 +647,7 @@ impl Model {
 }
 
 fn seeded(cases: u32) -> Config {
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(0x0707_a7e5),
-        failure_persistence: None,
-        ..Config::default()
-    }
+    generators::seeded(cases, 0x0707_a7e5)
 }
 
 /// Σ|held − entitled| after the plan: victims lose their GPUs, resumed workloads and the
@@ -728,16 +678,16 @@ proptest! {
 
     #[test]
     fn rotations_never_thrash(
-        specs in prop::collection::vec(spec(), 8..60),
-        weights in prop::collection::vec(0.5f64..3.0, 4),
-        nodes in 3usize..8,
+        specs in workloads(4, 8..60),
+        weights in prop::collection::vec(tenant_weight(), 4),
+        cluster in uniform_cluster(3..8, NODE_GPUS),
         margin in prop::sample::select(vec![0.0f64, 0.5, 1.0, 2.0]),
         max_per_tick in 1u32..5,
         max_per_tenant in 1u32..3,
         dt in prop::sample::select(vec![30.0f64, 60.0, 200.0]),
     ) {
         let limits = Limits { margin_gpus: margin, max_per_tick, max_per_tenant_per_tick: max_per_tenant };
-        let mut model = Model::new(specs, weights, nodes);
+        let mut model = Model::new(specs, weights, &cluster);
         let mut history = RotationHistory::new();
         let mut previous_pairs: Vec<(String, String)> = Vec::new();
         for tick in 0..24 {
@@ -757,10 +707,10 @@ proptest! {
                 let i = Model::index(&a.workload.name);
                 let s = &model.specs[i];
                 prop_assert!(s.preemptible && !s.protected);
-                prop_assert!(now - model.started[i] >= s.quantum);
+                prop_assert!(now - model.started[i] >= s.quantum_seconds);
                 // Not rotated out twice within its quantum.
                 if let Some(last) = model.rotated_at[i] {
-                    prop_assert!(now - last >= s.quantum, "w{} rotated at {} and {}", i, last, now);
+                    prop_assert!(now - last >= s.quantum_seconds, "w{} rotated at {} and {}", i, last, now);
                 }
             }
             // The victims' tenants stay at or above their entitlement.
@@ -799,11 +749,12 @@ fn random_contended_clusters_do_rotate() {
     let mut runner = TestRunner::new(seeded(1));
     let mut total = 0usize;
     for _ in 0..32 {
-        let specs = prop::collection::vec(spec(), 20..40)
+        let specs = workloads(4, 20..40)
             .new_tree(&mut runner)
             .expect("strategy")
             .current();
-        let mut model = Model::new(specs, vec![1.0, 1.0, 2.0, 1.0], 3);
+        let cluster: Vec<GpuNode> = (0..3).map(|i| mk_node(i, NODE_GPUS, MODELS[1])).collect();
+        let mut model = Model::new(specs, vec![1.0, 1.0, 2.0, 1.0], &cluster);
         let mut history = RotationHistory::new();
         for tick in 0..24 {
             let now = tick as f64 * 60.0;
