@@ -40,6 +40,8 @@ pub const HALTED: &str = "Halted";
 #[derive(Debug, Default)]
 pub struct RotatedOutIndex {
     entries: parking_lot::RwLock<BTreeMap<WorkloadId, RotatedOutWorkload>>,
+    /// Kinds whose first full list is in (or whose API is not installed).
+    listed: parking_lot::RwLock<std::collections::BTreeSet<WorkloadKind>>,
 }
 
 impl RotatedOutIndex {
@@ -66,6 +68,21 @@ impl RotatedOutIndex {
         let mut entries = self.entries.write();
         entries.retain(|id, _| id.kind != kind);
         entries.extend(items.into_iter().map(|e| (e.workload.id.clone(), e)));
+    }
+
+    /// Marks `kind`'s first full list as in (or its API as absent).
+    pub fn mark_listed(&self, kind: WorkloadKind) {
+        self.listed.write().insert(kind);
+    }
+
+    /// Whether Jobs and VMs have both been listed once: before that, a workload rotated out by
+    /// an earlier process is unknown, and planning could count it as neither running nor
+    /// waiting.
+    pub fn is_synced(&self) -> bool {
+        let listed = self.listed.read();
+        [WorkloadKind::Job, WorkloadKind::VirtualMachine]
+            .iter()
+            .all(|k| listed.contains(k))
     }
 
     /// Every entry, by id.
@@ -300,9 +317,12 @@ where
             Ok(Event::InitApply(obj)) => buffer.get_or_insert_with(Vec::new).extend(entry(&obj)),
             Ok(Event::InitDone) => {
                 index.replace_kind(kind, buffer.take().unwrap_or_default());
+                index.mark_listed(kind);
                 missing_logged = false;
             }
             Err(err) if kind == WorkloadKind::VirtualMachine && is_not_found(&err) => {
+                // No KubeVirt: no VM can be rotated out, so there is nothing to wait for.
+                index.mark_listed(kind);
                 if !missing_logged {
                     tracing::info!("KubeVirt not installed; VM rotation disabled.");
                     missing_logged = true;
@@ -448,6 +468,40 @@ mod tests {
         })
         .await;
         assert_eq!(index.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn synced_once_jobs_are_listed_and_vms_are_listed_or_absent() {
+        let index = RotatedOutIndex::new();
+        let s = settings();
+        let jobs = futures::stream::iter(vec![Ok(Event::Init), Ok(Event::InitDone)]);
+        feed(jobs, &index, WorkloadKind::Job, |j: &Job| job_entry(j, &s)).await;
+        assert!(!index.is_synced(), "VMs not listed yet");
+        let status = kube::core::Status::failure("no such resource", "NotFound").with_code(404);
+        let missing = watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status)));
+        let vms = futures::stream::iter(vec![Err::<Event<DynamicObject>, _>(missing)]);
+        feed(
+            vms,
+            &index,
+            WorkloadKind::VirtualMachine,
+            |v: &DynamicObject| vm_entry(v, &s),
+        )
+        .await;
+        assert!(index.is_synced(), "KubeVirt absent: nothing to wait for");
+        // A watch error other than 404 does not count as listed.
+        let other = RotatedOutIndex::new();
+        other.mark_listed(WorkloadKind::Job);
+        let failing = futures::stream::iter(vec![Err::<Event<DynamicObject>, _>(
+            watcher::Error::NoResourceVersion,
+        )]);
+        feed(
+            failing,
+            &other,
+            WorkloadKind::VirtualMachine,
+            |v: &DynamicObject| vm_entry(v, &s),
+        )
+        .await;
+        assert!(!other.is_synced());
     }
 
     #[test]

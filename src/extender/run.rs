@@ -306,6 +306,15 @@ fn spawn_rotation(
     let planner = CorePlanner::new(
         move |now: Timestamp| {
             let now = now.as_millisecond() as f64 / 1000.0;
+            if !(input_view.is_synced() && index.is_synced()) {
+                // Until the first lists are in, a tenant's running or rotated-out work may be
+                // missing: plan nothing rather than rotate from half a picture.
+                tracing::info!("Rotation waits for the first lists of Pods, Jobs and VMs.");
+                return crate::core::rotation::PlanInput {
+                    now,
+                    ..Default::default()
+                };
+            }
             let rotated = index.list();
             input_view.with_snapshot(|s| build_plan_input(s, &rotated, &input_config, now))
         },
