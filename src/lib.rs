@@ -18,6 +18,7 @@ pub mod controller;
 pub mod core;
 pub mod extender;
 pub mod http;
+pub mod loadtest;
 pub mod metrics;
 pub mod sim;
 pub mod state;

@@ -44,6 +44,9 @@ enum Command {
     /// Explain why a pod waits: its queue position, its tenant's share and entitlement, what is
     /// ahead of it and an estimated start (asks a running extender).
     Explain(rota::extender::explain::ExplainArgs),
+    /// Drive HTTP filter and prioritize requests at a running extender and report throughput
+    /// and latency quantiles.
+    Loadtest(rota::loadtest::LoadtestOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Agent(args) => runtime()?.block_on(rota::agent::run(args)),
         Command::Explain(args) => runtime()?.block_on(rota::extender::explain::run_explain(args)),
         Command::Simulate(args) => rota::sim::run(args),
+        Command::Loadtest(options) => runtime()?.block_on(rota::loadtest::run(options)),
         Command::Config(ConfigCommand::Check { file }) => {
             print!("{}", rota::config::check_report(&file)?);
             Ok(())
