@@ -5,7 +5,7 @@
 //! - `parse_value`: parsing the request body into `serde_json::Value` (the baseline);
 //! - `filter` and `prioritize`: the whole verb, body in, response bytes out.
 //!
-//! Report handling time as a multiple of `parse_value` (target: at most 2×).
+//! Report handling time as a multiple of `parse_value` (target: at most 1.5×).
 //!
 //! `filter_telemetry` and `prioritize_telemetry` run the same requests with every node carrying
 //! a fresh 8-GPU telemetry summary (every tenth node with one unhealthy GPU, every seventh with

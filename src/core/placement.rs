@@ -16,7 +16,7 @@ use crate::config::ScoringConfig;
 use super::cluster::ClusterSnapshot;
 use super::gate::HeadRoom;
 use super::health::{self, Gate, TelemetryRules};
-use super::model::{GpuNode, GpuPod};
+use super::model::{GpuCounts, GpuNode, GpuPod};
 
 /// The extender's score range (`MaxExtenderPriority`).
 pub const MAX_SCORE: i64 = 10;
@@ -60,18 +60,13 @@ pub fn filter<'n>(
         out.unresolvable = candidates.iter().map(|&n| (n, reason.clone())).collect();
         return out;
     }
-    // The placement verdict depends only on the node's product and GPU memory: judge each
-    // distinct pair once (thousands of nodes, a handful of hardware kinds).
-    let mut verdicts: FxHashMap<HardwareKey<'_>, Option<Arc<str>>> = FxHashMap::default();
+    let mut verdicts = Verdicts::default();
     for &name in candidates {
         let Some(node) = cluster.node(name) else {
             out.passed.push(name);
             continue;
         };
-        let verdict = verdicts
-            .entry((node.product.as_deref(), node.gpu_memory_bytes))
-            .or_insert_with(|| placement_problem(node, pod).map(Arc::from));
-        match verdict {
+        match verdicts.get(node, pod) {
             Some(reason) => out.unresolvable.push((name, reason.clone())),
             None => match health::gate(node, pod, telemetry) {
                 Gate::Pass => out.passed.push(name),
@@ -81,6 +76,33 @@ pub fn filter<'n>(
         }
     }
     out
+}
+
+/// Placement verdicts by hardware kind. The verdict depends only on the node's product and
+/// GPU memory, so each distinct pair is judged once (thousands of nodes, a handful of
+/// hardware kinds). A short list searched in order beats hashing the product name per node;
+/// past [`Verdicts::LINEAR`] kinds a hash map takes over, so odd clusters stay linear.
+#[derive(Default)]
+struct Verdicts<'a> {
+    few: Vec<(HardwareKey<'a>, Option<Arc<str>>)>,
+    many: FxHashMap<HardwareKey<'a>, Option<Arc<str>>>,
+}
+
+impl<'a> Verdicts<'a> {
+    const LINEAR: usize = 16;
+
+    fn get(&mut self, node: &'a GpuNode, pod: &GpuPod) -> &Option<Arc<str>> {
+        let key = (node.product.as_deref(), node.gpu_memory_bytes);
+        let judge = || placement_problem(node, pod).map(Arc::from);
+        if let Some(i) = self.few.iter().position(|(k, _)| *k == key) {
+            return &self.few[i].1;
+        }
+        if self.few.len() < Self::LINEAR {
+            self.few.push((key, judge()));
+            return &self.few[self.few.len() - 1].1;
+        }
+        self.many.entry(key).or_insert_with(judge)
+    }
 }
 
 /// Why `pod` cannot use `node` under its placement annotations, if it cannot.
@@ -137,12 +159,23 @@ pub fn prioritize(
         return vec![0; candidates.len()];
     }
     let room = HeadRoom::for_pod(cluster, pod);
+    let requests: Vec<(&str, u64)> = pod.requests.iter().map(|(r, &n)| (r.as_str(), n)).collect();
     candidates
         .iter()
         .map(|&name| match cluster.node(name) {
             Some(node) => {
                 let head_room = room.as_ref().map(|r| r.score(node));
-                score(node, pod, weights, telemetry, head_room)
+                if node.telemetry.is_some() {
+                    return score(node, pod, weights, telemetry, head_room);
+                }
+                // Without telemetry the reading is `Absent` and the health, thermal and
+                // utilisation components are left out (weight 0): [`score`] reduces to this,
+                // to the bit, without judging telemetry or walking the pod's request map.
+                let optional = |w: f64, v: Option<f64>| v.map_or((0.0, 0.0), |v| (w, v));
+                combine(&[
+                    (weights.packing, packing_of(node, &requests)),
+                    optional(weights.head_room, head_room),
+                ])
             }
             None => 0,
         })
@@ -182,17 +215,35 @@ pub fn score(
 /// Best fit: the fuller the node is after placement, the better, so whole nodes stay free for
 /// multi-GPU gangs. 0 when the pod does not fit on the node's free GPUs at all.
 pub fn packing(node: &GpuNode, pod: &GpuPod) -> f64 {
+    let requests: Vec<(&str, u64)> = pod.requests.iter().map(|(r, &n)| (r.as_str(), n)).collect();
+    packing_of(node, &requests)
+}
+
+/// [`packing`] for requests already flattened (once per request, not per node).
+fn packing_of(node: &GpuNode, requests: &[(&str, u64)]) -> f64 {
     let mut total = 0.0;
-    for (resource, &wanted) in &pod.requests {
-        let allocatable = node.allocatable.get(resource).copied().unwrap_or(0);
-        let used = node.used.get(resource).copied().unwrap_or(0);
+    for &(resource, wanted) in requests {
+        let allocatable = count(&node.allocatable, resource);
+        let used = count(&node.used, resource);
         let free = allocatable.saturating_sub(used);
         if allocatable == 0 || free < wanted {
             return 0.0;
         }
         total += 1.0 - (free - wanted) as f64 / allocatable as f64;
     }
-    total / pod.requests.len().max(1) as f64
+    total / requests.len().max(1) as f64
+}
+
+/// `counts[resource]` or 0. Most nodes advertise one GPU resource, so a one-entry map is
+/// checked by equality instead of a tree search.
+fn count(counts: &GpuCounts, resource: &str) -> u64 {
+    if counts.len() == 1 {
+        return match counts.first_key_value() {
+            Some((key, &n)) if key == resource => n,
+            _ => 0,
+        };
+    }
+    counts.get(resource).copied().unwrap_or(0)
 }
 
 /// Weighted mean of `(weight, component in 0..1)` pairs, scaled to 0..=10 and rounded.
@@ -336,6 +387,88 @@ mod tests {
             ),
             vec![0]
         );
+    }
+
+    #[test]
+    fn many_hardware_kinds_are_each_judged_on_their_own() {
+        // More kinds than the short list holds: the hash map takes over with the same verdicts.
+        let mut c = ClusterSnapshot::new();
+        let names: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let product = if i % 2 == 0 { "H100" } else { "T4" };
+            let model = format!("NVIDIA-{product}-rev{i}");
+            c.upsert_node(node(name, 8, Some(&model), Some(80)));
+        }
+        let mut p = pod("p", 1, None);
+        p.placement.gpu_models = vec!["h100".into()];
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let out = filter(&c, &p, &refs, &rules());
+        let even: Vec<&str> = refs.iter().copied().step_by(2).collect();
+        assert_eq!(out.passed, even);
+        assert_eq!(out.unresolvable.len(), 20);
+        for (name, reason) in &out.unresolvable {
+            let i: usize = name[1..].parse().unwrap();
+            assert!(reason.contains(&format!("rev{i};")), "{name}: {reason}");
+        }
+    }
+
+    #[test]
+    fn prioritize_without_telemetry_equals_the_general_score() {
+        // The short path for nodes without telemetry must give exactly `score`'s answer, for
+        // any weights (negative ones included), head room or not, one resource or two.
+        let mut c = cluster();
+        c.upsert_node(GpuNode {
+            allocatable: [("nvidia.com/gpu".into(), 8), ("nvidia.com/a10".into(), 4)].into(),
+            ..node("two", 0, None, None)
+        });
+        for (i, used) in [1, 3, 5, 7].iter().enumerate() {
+            c.upsert_pod(pod(
+                &format!("r{i}"),
+                *used,
+                Some(["h100", "t4", "bare", "two"][i]),
+            ));
+        }
+        let mut two = pod("p2", 1, None);
+        two.requests.insert("nvidia.com/a10".into(), 2);
+        let weights = [
+            ScoringConfig::default(),
+            ScoringConfig {
+                packing: 0.3,
+                head_room: 2.0,
+                ..ScoringConfig::default()
+            },
+            ScoringConfig {
+                packing: -1.0,
+                ..ScoringConfig::default()
+            },
+        ];
+        let names = ["h100", "t4", "bare", "two"];
+        for w in &weights {
+            for p in [pod("p", 1, None), pod("q", 3, None), two.clone()] {
+                let got = prioritize(&c, &p, &names, w, &rules());
+                let room = HeadRoom::for_pod(&c, &p);
+                let want: Vec<i64> = names
+                    .iter()
+                    .map(|n| {
+                        let node = c.node(n).unwrap();
+                        let head_room = room.as_ref().map(|r| r.score(node));
+                        score(node, &p, w, &rules(), head_room)
+                    })
+                    .collect();
+                assert_eq!(got, want, "{w:?} {:?}", p.requests);
+                for head_room in [Some(0.0), Some(1.0)] {
+                    let node = c.node("t4").unwrap();
+                    let flat: Vec<(&str, u64)> =
+                        p.requests.iter().map(|(r, &n)| (r.as_str(), n)).collect();
+                    let optional = |w: f64, v: Option<f64>| v.map_or((0.0, 0.0), |v| (w, v));
+                    let short = combine(&[
+                        (w.packing, packing_of(node, &flat)),
+                        optional(w.head_room, head_room),
+                    ]);
+                    assert_eq!(short, score(node, &p, w, &rules(), head_room));
+                }
+            }
+        }
     }
 
     #[test]

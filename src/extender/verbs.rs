@@ -19,7 +19,7 @@ use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
 use crate::state::translate;
 use crate::wire::{
-    ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
+    self, ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
     HostPriority, MetaPod, MetaVictims, NodeList, NodeMessages,
 };
 
@@ -150,7 +150,9 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
         ),
         error: String::new(),
     };
-    encode(VERB, &result, names.len())
+    let mut out = answer_buffer(names.len());
+    wire::encode::filter_result(&mut out, &result);
+    Ok(out)
 }
 
 /// Answers `prioritize`: a bare array of `{Host, Score}` in 0..=10.
@@ -178,7 +180,9 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
             score,
         })
         .collect();
-    encode(VERB, &list, list.len())
+    let mut out = answer_buffer(list.len());
+    wire::encode::host_priorities(&mut out, &list);
+    Ok(out)
 }
 
 /// Answers `preempt`: the victims rota accepts, always as `NodeNameToMetaVictims`.
@@ -222,7 +226,7 @@ pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
             })
             .collect(),
     };
-    encode(VERB, &result, 0)
+    encode(VERB, &result)
 }
 
 fn node_candidates(pods: Vec<Candidate>, num_pdb_violations: i64) -> NodeCandidates {
@@ -241,8 +245,6 @@ fn full_pod_candidate(pod: &Pod) -> Option<Candidate> {
     })
 }
 
-/// Decodes a body; on failure decodes again with path tracking, so the message names the field
-/// (the fast path stays free of that bookkeeping).
 /// The held-pod notice of a pod the gate rejected.
 fn held_pod(pod: &GpuPod, reason: &std::sync::Arc<str>) -> held_events::HeldPod {
     held_events::HeldPod {
@@ -253,6 +255,8 @@ fn held_pod(pod: &GpuPod, reason: &std::sync::Arc<str>) -> held_events::HeldPod 
     }
 }
 
+/// Decodes a body; on failure decodes again with path tracking, so the message names the field
+/// (the fast path stays free of that bookkeeping).
 fn decode<'a, T: Deserialize<'a>>(verb: &'static str, body: &'a [u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|fast| {
         let mut de = serde_json::Deserializer::from_slice(body);
@@ -266,14 +270,15 @@ fn decode<'a, T: Deserialize<'a>>(verb: &'static str, body: &'a [u8]) -> Result<
     })
 }
 
-/// Encodes an answer into a buffer sized for `nodes` entries up front, so large answers are
-/// not copied while the buffer grows.
-fn encode<T: serde::Serialize + ?Sized>(
-    verb: &'static str,
-    value: &T,
-    nodes: usize,
-) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(256 + nodes * 48);
+/// A buffer sized for `nodes` entries up front, so large answers are not copied while the
+/// buffer grows.
+fn answer_buffer(nodes: usize) -> Vec<u8> {
+    Vec::with_capacity(256 + nodes * 48)
+}
+
+/// Encodes an answer with serde (preempt; filter and prioritize use [`wire::encode`]).
+fn encode<T: serde::Serialize + ?Sized>(verb: &'static str, value: &T) -> Result<Vec<u8>> {
+    let mut out = answer_buffer(0);
     serde_json::to_writer(&mut out, value).map_err(|source| VerbError::Encode { verb, source })?;
     Ok(out)
 }

@@ -6,6 +6,8 @@
 //! raw JSON of each node, so a `nodeCacheCapable: false` filter answer echoes the scheduler's own
 //! objects byte for byte. See `../shared/docs/extender-protocol.md` §1.
 
+pub mod encode;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -28,12 +30,15 @@ pub struct ExtenderArgs<'a> {
     #[serde(rename = "Nodes", alias = "nodes", default, borrow)]
     pub nodes: Option<NodeList<'a>>,
     /// Node names; set only when `nodeCacheCapable: true`.
+    /// Names without escapes borrow from the request body (no allocation per node); names
+    /// with escapes are owned.
     #[serde(
         rename = "NodeNames",
         alias = "nodeNames",
         alias = "nodenames",
         default,
-        borrow
+        borrow,
+        deserialize_with = "borrowed_names"
     )]
     pub node_names: Option<Vec<Cow<'a, str>>>,
 }
@@ -215,6 +220,47 @@ pub struct ExtenderBindingResult {
     /// Empty on success.
     #[serde(rename = "Error", default)]
     pub error: String,
+}
+
+/// Decodes `NodeNames` (`null` as `None`), borrowing every name that has no escapes. serde's
+/// own `Cow<str>` always allocates inside a `Vec`, one `String` per node.
+fn borrowed_names<'de: 'a, 'a, D>(de: D) -> Result<Option<Vec<Cow<'a, str>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let names: Option<Vec<Name<'a>>> = Option::deserialize(de)?;
+    Ok(names.map(|names| names.into_iter().map(|n| n.0).collect()))
+}
+
+/// One node name: borrowed from the body when the JSON string has no escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_str(NameVisitor).map(Name)
+    }
+}
+
+struct NameVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NameVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
 }
 
 /// Accepts `null` where a list is expected (Go sends nil slices as `null`).
