@@ -166,7 +166,7 @@ pub fn prioritize(
             Some(node) => {
                 let head_room = room.as_ref().map(|r| r.score(node));
                 if node.telemetry.is_some() {
-                    return score(node, pod, weights, telemetry, head_room);
+                    return score_of(node, pod, &requests, weights, telemetry, head_room);
                 }
                 // Without telemetry the reading is `Absent` and the health, thermal and
                 // utilisation components are left out (weight 0): [`score`] reduces to this,
@@ -194,11 +194,24 @@ pub fn score(
     telemetry: &TelemetryRules<'_>,
     head_room: Option<f64>,
 ) -> i64 {
+    let requests: Vec<(&str, u64)> = pod.requests.iter().map(|(r, &n)| (r.as_str(), n)).collect();
+    score_of(node, pod, &requests, weights, telemetry, head_room)
+}
+
+/// [`score`] with the pod's requests already flattened (once per request, not per node).
+fn score_of(
+    node: &GpuNode,
+    pod: &GpuPod,
+    requests: &[(&str, u64)],
+    weights: &ScoringConfig,
+    telemetry: &TelemetryRules<'_>,
+    head_room: Option<f64>,
+) -> i64 {
     let reading = health::reading(node, telemetry);
     let max_celsius = telemetry.config.max_temperature_celsius;
     let optional = |weight: f64, value: Option<f64>| value.map_or((0.0, 0.0), |v| (weight, v));
     combine(&[
-        (weights.packing, packing(node, pod)),
+        (weights.packing, packing_of(node, requests)),
         optional(weights.health, health::health_score(&reading)),
         optional(
             weights.thermal,
