@@ -36,15 +36,25 @@
 //! within its quantum; no pair of tenants trades GPUs back on consecutive ticks; every non-empty
 //! plan strictly reduces the total share gap when applied (victims leave, claims start).
 //!
-//! **Cost**: O(n log n) to index the n running workloads of the tick, then per claim
-//! O(T · log n) over the T tenants with victims (each tenant's index scan is bounded by
-//! [`MAX_SCAN_PER_TENANT`]). No claim scans all running workloads.
+//! **Cost**: most ticks have nothing to do, so work is skipped where the result is provably
+//! empty: a resource with no rotated-out claim is skipped when no tenant is owed, or none is
+//! over, beyond the margin (or the cap is spent); claims stop once the cap is spent and no
+//! resume can follow; a claim searches only if the free GPUs plus what the tenants it may take
+//! from could give (each at most its excess and its rotations left times its largest
+//! candidate) reach it, found in one O(n) pass over the n running workloads. The victim
+//! indexes are built at the first search that can succeed, O(n log n), and the one-node
+//! indexes only for a one-node claim; then per claim O(T · log n) over the T tenants with
+//! victims (each tenant's index scan is bounded by [`MAX_SCAN_PER_TENANT`]). No claim scans
+//! all running workloads. `tests.rs` checks that the shortcuts never change a plan.
 //!
 //! Must not: read a clock, call the API server, or look at Kubernetes objects. Tenants not listed
 //! in a [`ResourceState`] have no known entitlement: their workloads are never victims and their
 //! claims never trigger a rotation (the safe reading, as in `preemption`).
 
 mod pool;
+#[cfg(test)]
+mod tests;
+mod victims;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -351,21 +361,43 @@ pub fn share_gap(tenants: &[TenantShare]) -> f64 {
 
 /// Plans one tick (see the module docs for the rules).
 pub fn plan(input: &PlanInput, history: &RotationHistory) -> Plan {
+    plan_with(input, history, true)
+}
+
+/// [`plan`], with the shortcuts that skip provably fruitless work (`skip`) or without them
+/// (tests compare the two).
+fn plan_with(input: &PlanInput, history: &RotationHistory, skip: bool) -> Plan {
     let mut tick = Tick::new(input, history);
     let mut resources: Vec<&ResourceState> = input.resources.iter().collect();
     resources.sort_by(|a, b| a.resource.cmp(&b.resource));
     resources.dedup_by(|a, b| a.resource == b.resource);
     for state in resources {
         let r = state.resource.as_str();
-        let running = input.running.iter().filter(|w| w.resource == r);
-        let mut pool = Pool::new(state, running, &tick);
-        let waiting = input.waiting.iter().filter(|w| w.resource == r);
         let rotated = input
             .rotated_out
             .iter()
             .filter(|w| w.workload.resource == r);
-        for claim in pool.claims(waiting, rotated) {
-            tick.serve(&mut pool, &claim);
+        // Without a rotated-out claim nothing can be resumed, so only a rotation could
+        // change the plan: skip the resource when none can happen (cap spent, or no tenant
+        // owed or over beyond the margin).
+        let resumes = rotated.clone().next().is_some();
+        if skip && !resumes && tick.rotations_left() == 0 {
+            continue;
+        }
+        let mut pool = Pool::new(state, &input.running, &tick);
+        if skip && !resumes && !pool.may_rotate(tick.limits.margin_gpus) {
+            continue;
+        }
+        let waiting = input.waiting.iter().filter(|w| w.resource == r);
+        let claims = pool.claims(waiting, rotated);
+        let last_resume = claims.iter().rposition(|c| c.resume);
+        for (i, claim) in claims.iter().enumerate() {
+            // Past the last resume with the cap spent, a claim can only take free GPUs,
+            // which no later claim reads.
+            if skip && tick.rotations_left() == 0 && last_resume.is_none_or(|l| i > l) {
+                break;
+            }
+            tick.serve(&mut pool, claim, skip);
         }
     }
     tick.plan
@@ -412,6 +444,11 @@ impl<'a> Tick<'a> {
         if !(q.is_finite() && q >= 0.0) {
             return false;
         }
+        // The history can only move `since` later: a run too short since its start is too
+        // short, without the lookup. (A NaN start may still be rescued by a resume.)
+        if !self.may_be_past_quantum(w) {
+            return false;
+        }
         let mut since = w.started_at;
         if let Some(h) = self.history.workload(&w.id) {
             if let Some(r) = h.resumed_at {
@@ -426,6 +463,12 @@ impl<'a> Tick<'a> {
         self.now - since >= q
     }
 
+    /// What [`Tick::past_quantum`] can tell without the history: false means not past it.
+    fn may_be_past_quantum(&self, w: &RunningWorkload) -> bool {
+        let (q, since) = (w.quantum_seconds, w.started_at);
+        q.is_finite() && q >= 0.0 && (since.is_nan() || self.now - since >= q)
+    }
+
     fn rotated(&self, tenant: &str) -> u32 {
         self.per_tenant.get(tenant).copied().unwrap_or(0)
     }
@@ -434,7 +477,7 @@ impl<'a> Tick<'a> {
         self.limits.max_per_tick.saturating_sub(self.rotations)
     }
 
-    fn serve(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>) {
+    fn serve(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>, skip: bool) {
         let w = claim.workload;
         if w.gpus == 0 {
             return;
@@ -454,6 +497,10 @@ impl<'a> Tick<'a> {
         {
             return;
         }
+        if skip && !pool.may_cover(claim, self) {
+            return;
+        }
+        pool.prepare(claim, self);
         let Some(choice) = pool.search(claim, self) else {
             return;
         };

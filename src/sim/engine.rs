@@ -176,6 +176,9 @@ pub struct Sim<'t> {
     in_system: u32,
     running: u32,
     entitlements_stale: bool,
+    /// Scratch for `refresh`: each tenant's demand and weight.
+    demands: Vec<f64>,
+    weights: Vec<f64>,
     recorder: Recorder,
 }
 
@@ -358,16 +361,19 @@ impl<'t> Sim<'t> {
         }
         self.entitlements_stale = false;
         let capacity = self.capacity() as f64;
-        let demands: Vec<f64> = self
-            .tenants
-            .iter()
-            .map(|t| (t.held + t.pending_gpus) as f64)
-            .collect();
-        let weights: Vec<f64> = self.tenants.iter().map(|t| t.weight).collect();
-        for (t, e) in self
-            .tenants
-            .iter_mut()
-            .zip(entitlements(capacity, &demands, &weights))
+        // Reused buffers: this runs after most events.
+        self.demands.clear();
+        (self.demands).extend(
+            self.tenants
+                .iter()
+                .map(|t| (t.held + t.pending_gpus) as f64),
+        );
+        self.weights.clear();
+        self.weights.extend(self.tenants.iter().map(|t| t.weight));
+        for (t, e) in
+            self.tenants
+                .iter_mut()
+                .zip(entitlements(capacity, &self.demands, &self.weights))
         {
             t.entitled = e;
         }
@@ -557,5 +563,7 @@ fn new_sim<'t>(trace: &'t Trace, cluster: &ClusterSpec, config: &'t EngineConfig
         in_system: 0,
         running: 0,
         entitlements_stale: true,
+        demands: Vec::new(),
+        weights: Vec::new(),
     }
 }

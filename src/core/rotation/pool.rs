@@ -1,43 +1,28 @@
 //! One resource's planning state for one tick: tenants' projected holdings, free GPUs per node,
-//! and the victim indexes the search reads.
+//! and the victims the search reads (indexed on first use, see `victims`).
 //!
 //! ```text
-//!   victims (eligible at the start of the tick) ─┬─▶ by_gpus[tenant]: (GPUs, rank, victim)
-//!                                                ├─▶ by_room[tenant]: (free + GPUs on node, rank, victim, node)
-//!                                                └─▶ on_node[node]:  victims there
+//!   tenants ─▶ held (start of tick) · planned · expected · rotations out this tick
 //!   free[node] ─▶ by_free: (free, node)
+//!   running ──(first claim that searches)──▶ largest candidate per tenant (`may_cover`)
+//!   running ──(first search that may succeed)──▶ Victims (and their indexes)
 //! ```
 //!
-//! Invariants: `by_room` keys use the node's current free count (changing a node's free count
-//! re-keys the victims on it, of which there are few); a taken victim is in no index; `rank`
-//! sorts the most attained service first. Must not be used across ticks.
+//! Invariants: victim eligibility reads the holdings at the start of the tick (`held`), never
+//! the plan so far, so building the victims at the first search finds the same set as building
+//! them up front; a taken victim is never chosen again. Must not be used across ticks.
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::super::fairshare::Standing;
+use super::victims::{Rank, Victims, FIRST};
 use super::{
     Action, Claim, Gpus, ResourceState, RotatedOutWorkload, RunningWorkload, Spread, Tick,
     WaitingWorkload, EPS, MAX_NODE_PROBES, MAX_SCAN_PER_TENANT, OVER_SHARE,
 };
-
-/// Attained service as a sort key, most first (the bits of a non-negative finite f64 sort like
-/// the number).
-type Rank = Reverse<u64>;
-
-/// The smallest rank (sorts before every other).
-const FIRST: Rank = Reverse(u64::MAX);
-
-fn rank_of(attained: f64) -> Rank {
-    let x = if attained.is_finite() && attained > 0.0 {
-        attained
-    } else {
-        0.0
-    };
-    Reverse(x.to_bits())
-}
 
 fn sane(x: f64) -> f64 {
     if x.is_finite() && x > 0.0 {
@@ -47,23 +32,31 @@ fn sane(x: f64) -> f64 {
     }
 }
 
-struct Victim<'a> {
-    w: &'a RunningWorkload,
-    tenant: usize,
-    gpus: u64,
-    rank: Rank,
-    nodes: Vec<(usize, u64)>,
-    taken: bool,
+/// An integer at least as large as any whole number of GPUs `k` that passes the planner's
+/// no-overshoot test `excess - k >= -EPS` (one more than the floor, which absorbs the slack and
+/// any rounding; no limit for values too large to count in GPUs).
+fn at_most(excess: f64) -> u64 {
+    if excess < 0.0 {
+        1
+    } else if excess < 1e12 {
+        excess as u64 + 1
+    } else {
+        u64::MAX
+    }
 }
 
-impl Victim<'_> {
-    fn on(&self, node: usize) -> u64 {
-        self.nodes
-            .iter()
-            .filter(|&&(n, _)| n == node)
-            .map(|&(_, g)| g)
-            .sum()
+/// The index of node `name`, registered with no free GPUs when new.
+fn register<'a>(
+    node_ix: &mut FxHashMap<&'a str, usize>,
+    free: &mut Vec<u64>,
+    name: &'a str,
+) -> usize {
+    if let Some(&n) = node_ix.get(name) {
+        return n;
     }
+    node_ix.insert(name, free.len());
+    free.push(0);
+    free.len() - 1
 }
 
 /// Where a claim's GPUs are taken.
@@ -114,47 +107,61 @@ pub(super) struct Pool<'a> {
     names: Vec<&'a str>,
     tenant_ix: FxHashMap<&'a str, usize>,
     entitled: Vec<f64>,
+    /// Held at the start of the tick (victim eligibility reads only this).
+    held: Vec<f64>,
     /// Held once the plan so far is carried out.
     planned: Vec<f64>,
     /// `planned` plus the claims the gate will admit on free GPUs.
     expected: Vec<f64>,
+    /// Rotations out per tenant this tick, over every resource (`Tick::per_tenant` by index).
+    rotated: Vec<u32>,
+    /// `(victim tenant, claim tenant)` pairs forbidden this tick (`Tick::banned` by index).
+    banned: FxHashSet<(usize, usize)>,
     node_ix: FxHashMap<&'a str, usize>,
     free: Vec<u64>,
+    /// Free GPUs per listed node at the start of the tick.
+    initial_free: Vec<u64>,
     total_free: u64,
     by_free: BTreeSet<(u64, usize)>,
-    victims: Vec<Victim<'a>>,
-    by_gpus: Vec<BTreeSet<(u64, Rank, u32)>>,
-    by_room: Vec<BTreeSet<(u64, Rank, u32, usize)>>,
-    on_node: FxHashMap<usize, Vec<u32>>,
-    /// `(static reclaimable GPUs, node)` of nodes with victims, most first.
-    probe: Vec<(u64, usize)>,
-    victim_tenants: Vec<usize>,
+    /// Per tenant, the most GPUs one candidate victim holds (0: none), once `scouted`.
+    largest: Vec<u64>,
+    scouted: bool,
+    /// The node the last victim was on (a cache of `node_ix`).
+    last_node: Option<(&'a str, usize)>,
+    /// All running workloads of the tick (those of this resource are the candidates).
+    running: &'a [RunningWorkload],
+    victims: Victims<'a>,
 }
 
 impl<'a> Pool<'a> {
-    /// Indexes `state` and the eligible victims among `running` (all of this resource).
+    /// Indexes `state`; the eligible victims among `running` (of this resource) are found
+    /// and indexed by the first search ([`Pool::search`] needs [`Pool::prepare`] first).
     pub(super) fn new(
         state: &'a ResourceState,
-        running: impl Iterator<Item = &'a RunningWorkload>,
+        running: &'a [RunningWorkload],
         tick: &Tick<'a>,
     ) -> Self {
+        let tenants = state.tenants.len();
         let mut p = Pool {
             resource: &state.resource,
-            names: Vec::new(),
-            tenant_ix: FxHashMap::default(),
-            entitled: Vec::new(),
+            names: Vec::with_capacity(tenants),
+            tenant_ix: FxHashMap::with_capacity_and_hasher(tenants, Default::default()),
+            entitled: Vec::with_capacity(tenants),
+            held: Vec::with_capacity(tenants),
             planned: Vec::new(),
             expected: Vec::new(),
+            rotated: Vec::new(),
+            banned: FxHashSet::default(),
             node_ix: FxHashMap::default(),
             free: Vec::new(),
+            initial_free: Vec::new(),
             total_free: 0,
             by_free: BTreeSet::new(),
-            victims: Vec::new(),
-            by_gpus: Vec::new(),
-            by_room: Vec::new(),
-            on_node: FxHashMap::default(),
-            probe: Vec::new(),
-            victim_tenants: Vec::new(),
+            largest: Vec::new(),
+            scouted: false,
+            last_node: None,
+            running,
+            victims: Victims::default(),
         };
         for t in &state.tenants {
             if p.tenant_ix.contains_key(t.tenant.as_str()) {
@@ -163,9 +170,18 @@ impl<'a> Pool<'a> {
             p.tenant_ix.insert(&t.tenant, p.names.len());
             p.names.push(&t.tenant);
             p.entitled.push(sane(t.entitled));
-            p.planned.push(sane(t.held));
+            p.held.push(sane(t.held));
         }
-        p.expected = p.planned.clone();
+        p.rotated = if tick.per_tenant.is_empty() {
+            vec![0; p.names.len()]
+        } else {
+            p.names.iter().map(|n| tick.rotated(n)).collect()
+        };
+        p.planned = p.held.clone();
+        p.expected = p.held.clone();
+        p.banned = (tick.banned.iter())
+            .filter_map(|&(v, c)| Some((*p.tenant_ix.get(v)?, *p.tenant_ix.get(c)?)))
+            .collect();
         for (name, free) in &state.free {
             if !p.node_ix.contains_key(name.as_str()) {
                 let n = p.node(name);
@@ -176,77 +192,133 @@ impl<'a> Pool<'a> {
                 }
             }
         }
-        for w in running {
-            p.add_victim(w, tick);
-        }
-        p.index();
+        p.initial_free = p.free.clone();
         p
     }
 
     fn node(&mut self, name: &'a str) -> usize {
-        if let Some(&n) = self.node_ix.get(name) {
-            return n;
-        }
-        self.node_ix.insert(name, self.free.len());
-        self.free.push(0);
-        self.free.len() - 1
+        register(&mut self.node_ix, &mut self.free, name)
     }
 
     fn excess(&self, t: usize) -> f64 {
         self.planned[t] - self.entitled[t]
     }
 
-    fn add_victim(&mut self, w: &'a RunningWorkload, tick: &Tick<'a>) {
-        let Some(&t) = self.tenant_ix.get(w.tenant.as_str()) else {
-            return;
-        };
+    /// Whether a rotation could happen here at all: some tenant is owed more than the margin
+    /// (only such a tenant's claim searches) and another holds more than the margin above its
+    /// entitlement (only its workloads are victims). Both read the start of the tick, and
+    /// neither can become true later in it: `expected` only grows until a search succeeds.
+    pub(super) fn may_rotate(&self, margin: f64) -> bool {
+        let tenants = || self.held.iter().zip(&self.entitled);
+        tenants().any(|(h, e)| e - h > margin) && tenants().any(|(h, e)| h - e > margin)
+    }
+
+    /// Finds and indexes the eligible victims (once), and the one-node indexes when `claim`
+    /// needs them (once): call before [`Pool::search`].
+    pub(super) fn prepare(&mut self, claim: &Claim<'a>, tick: &Tick<'a>) {
+        if !self.victims.listed {
+            let running = self.running;
+            let resource = self.resource;
+            self.victims.reserve(running.len());
+            let mut memo = None;
+            for w in running.iter().filter(|w| w.resource == resource) {
+                self.add_victim(w, &mut memo, tick);
+            }
+            self.victims.index(self.names.len());
+        }
+        if claim.workload.spread == Spread::OneNode && !self.victims.placed() {
+            self.victims.place(&self.free, &self.initial_free);
+        }
+    }
+
+    /// `(tenant, GPUs)` of `w` when it passes the victim tests that need no history
+    /// (rule 3; eligibility at the start of the tick): a superset of the victims.
+    fn candidate(
+        &self,
+        w: &'a RunningWorkload,
+        memo: &mut Option<(&'a str, usize)>,
+        tick: &Tick<'a>,
+    ) -> Option<(usize, u64)> {
+        let t = self.tenant_of(&w.tenant, memo)?;
         let gpus = w.gpus();
-        let excess = self.excess(t);
+        let excess = self.held[t] - self.entitled[t];
         let eligible = w.preemptible
             && !w.protected
             && gpus > 0
             && excess > tick.limits.margin_gpus
-            && gpus as f64 <= excess + EPS
-            && tick.past_quantum(w);
-        if !eligible {
-            return;
-        }
-        let nodes = w
-            .nodes
-            .iter()
-            .filter(|&&(_, g)| g > 0)
-            .map(|(name, g)| (self.node(name), *g))
-            .collect();
-        self.victims.push(Victim {
-            w,
-            tenant: t,
-            gpus,
-            rank: rank_of(w.attained_gpu_seconds),
-            nodes,
-            taken: false,
-        });
+            && gpus as f64 <= excess + EPS;
+        eligible.then_some((t, gpus))
     }
 
-    fn index(&mut self) {
-        let tenants = self.names.len();
-        self.by_gpus = vec![BTreeSet::new(); tenants];
-        self.by_room = vec![BTreeSet::new(); tenants];
-        let mut reclaimable: FxHashMap<usize, u64> = FxHashMap::default();
-        for (i, v) in self.victims.iter().enumerate() {
-            let id = i as u32;
-            self.by_gpus[v.tenant].insert((v.gpus, v.rank, id));
-            for &(n, g) in &v.nodes {
-                self.by_room[v.tenant].insert((self.free[n] + g, v.rank, id, n));
-                self.on_node.entry(n).or_default().push(id);
-                *reclaimable.entry(n).or_insert(self.free[n]) += g;
+    /// Whether some set of victims could cover `claim`: the free GPUs it can use (on one node
+    /// when it needs one) plus what each tenant it may take from could give, at most its
+    /// excess and at most its rotations left times its largest candidate. Every search
+    /// picks within those limits, so when this is false every search fails; it needs only a
+    /// cheap pass over the running workloads (once), not the victim indexes.
+    pub(super) fn may_cover(&mut self, claim: &Claim<'a>, tick: &Tick<'a>) -> bool {
+        if !self.scouted {
+            self.scout(tick);
+        }
+        let free = match claim.workload.spread {
+            Spread::OneNode => self.by_free.last().map_or(0, |&(f, _)| f),
+            Spread::AnyNodes => self.total_free,
+        };
+        let none = Picks::default();
+        let mut reach = free;
+        for (t, &largest) in self.largest.iter().enumerate() {
+            if largest == 0 || !self.tenant_allows(t, claim, &none, tick) {
+                continue;
+            }
+            let left = tick
+                .limits
+                .max_per_tenant_per_tick
+                .saturating_sub(self.rotated[t]);
+            let by_count = u64::from(left).saturating_mul(largest);
+            reach = reach.saturating_add(by_count.min(at_most(self.excess(t))));
+            if reach >= claim.workload.gpus {
+                return true;
             }
         }
-        self.probe = reclaimable.into_iter().map(|(n, g)| (g, n)).collect();
-        self.probe
-            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        self.victim_tenants = (0..tenants)
-            .filter(|&t| !self.by_gpus[t].is_empty())
-            .collect();
+        false
+    }
+
+    /// Each tenant's largest candidate (`largest`), for [`Pool::may_cover`].
+    fn scout(&mut self, tick: &Tick<'a>) {
+        self.largest = vec![0; self.names.len()];
+        let (resource, mut memo) = (self.resource, None);
+        for w in self.running.iter().filter(|w| w.resource == resource) {
+            if let Some((t, gpus)) = self.candidate(w, &mut memo, tick) {
+                if tick.may_be_past_quantum(w) {
+                    self.largest[t] = self.largest[t].max(gpus);
+                }
+            }
+        }
+        self.scouted = true;
+    }
+
+    fn add_victim(
+        &mut self,
+        w: &'a RunningWorkload,
+        memo: &mut Option<(&'a str, usize)>,
+        tick: &Tick<'a>,
+    ) {
+        let Some((t, gpus)) = self.candidate(w, memo, tick) else {
+            return;
+        };
+        if !tick.past_quantum(w) {
+            return;
+        }
+        let (node_ix, free, last) = (&mut self.node_ix, &mut self.free, &mut self.last_node);
+        let nodes = (w.nodes.iter()).filter(|&&(_, g)| g > 0).map(|(name, g)| {
+            // Victims come grouped by node (or all on one): skip the hash for a repeat.
+            let n = match *last {
+                Some((l, n)) if l == name => n,
+                _ => register(node_ix, free, name),
+            };
+            *last = Some((name, n));
+            (n, *g)
+        });
+        self.victims.push(w, t, gpus, nodes);
     }
 
     /// The claims of this resource in fair-share order (module docs of `rotation`, rule 1).
@@ -263,7 +335,16 @@ impl<'a> Pool<'a> {
                 resume,
             })
         };
-        let waiting: Vec<Claim<'a>> = waiting.filter_map(|w| claim(w, false)).collect();
+        let mut memo = None;
+        let mut out = Vec::with_capacity(waiting.size_hint().1.unwrap_or(0));
+        out.extend(waiting.filter_map(|w| {
+            Some(Claim {
+                workload: w,
+                tenant: self.tenant_of(&w.tenant, &mut memo)?,
+                resume: false,
+            })
+        }));
+        let waiting = out;
         let mut rotated: Vec<(f64, &'a RotatedOutWorkload)> =
             rotated.map(|r| (r.rotated_out_at, r)).collect();
         rotated.sort_by(|a, b| {
@@ -277,6 +358,9 @@ impl<'a> Pool<'a> {
             .into_iter()
             .filter_map(|(_, r)| claim(&r.workload, true))
             .collect();
+        if rotated.is_empty() {
+            return waiting;
+        }
         let mut out = Vec::with_capacity(waiting.len() + rotated.len());
         let (mut i, mut j) = (0, 0);
         while i < waiting.len() || j < rotated.len() {
@@ -292,6 +376,19 @@ impl<'a> Pool<'a> {
             *k += 1;
         }
         out
+    }
+
+    /// The index of tenant `name`, remembering the last answer in `memo`: inputs come in
+    /// runs of one tenant, and comparing with the last name is cheaper than hashing it.
+    fn tenant_of(&self, name: &'a str, memo: &mut Option<(&'a str, usize)>) -> Option<usize> {
+        if let Some((last, t)) = *memo {
+            if last == name {
+                return Some(t);
+            }
+        }
+        let t = *self.tenant_ix.get(name)?;
+        *memo = Some((name, t));
+        Some(t)
     }
 
     fn standing(&self, t: usize) -> Standing {
@@ -353,19 +450,7 @@ impl<'a> Pool<'a> {
         }
         self.total_free = self.total_free - old + new;
         self.free[n] = new;
-        let Some(ids) = self.on_node.get(&n) else {
-            return;
-        };
-        for &id in ids {
-            let v = &self.victims[id as usize];
-            if v.taken {
-                continue;
-            }
-            let g = v.on(n);
-            let index = &mut self.by_room[v.tenant];
-            index.remove(&(old + g, v.rank, id, n));
-            index.insert((new + g, v.rank, id, n));
-        }
+        self.victims.rekey(n, old, new);
     }
 
     /// A claim the gate will admit on free GPUs.
@@ -400,15 +485,13 @@ impl<'a> Pool<'a> {
         let limits = tick.limits;
         t != claim.tenant
             && tick.rotations + (picks.victims.len() as u32) < limits.max_per_tick
-            && tick.rotated(self.names[t]) + count < limits.max_per_tenant_per_tick
+            && self.rotated[t] + count < limits.max_per_tenant_per_tick
             && self.excess(t) - given as f64 > limits.margin_gpus
-            && !tick
-                .banned
-                .contains(&(self.names[t], claim.workload.tenant.as_str()))
+            && (self.banned.is_empty() || !self.banned.contains(&(t, claim.tenant)))
     }
 
     fn allows(&self, id: u32, claim: &Claim<'a>, picks: &Picks, tick: &Tick<'a>) -> bool {
-        let v = &self.victims[id as usize];
+        let v = self.victims.get(id);
         let (given, _) = picks.of(v.tenant);
         !v.taken
             && v.w.priority <= claim.workload.priority
@@ -432,11 +515,11 @@ impl<'a> Pool<'a> {
         let g = claim.workload.gpus;
         let none = Picks::default();
         let mut best: Option<(u64, Rank, u32, usize)> = None;
-        for &t in &self.victim_tenants {
+        for &t in &self.victims.tenants {
             if !self.tenant_allows(t, claim, &none, tick) {
                 continue;
             }
-            let found = self.by_room[t]
+            let found = (self.victims.by_room(t))
                 .range((g, FIRST, 0, 0)..)
                 .take(MAX_SCAN_PER_TENANT)
                 .find(|e| self.allows(e.2, claim, &none, tick));
@@ -456,23 +539,16 @@ impl<'a> Pool<'a> {
     fn several_on_node(&self, claim: &Claim<'a>, tick: &Tick<'a>) -> Option<Choice> {
         let g = claim.workload.gpus;
         let mut best: Option<((usize, u64), Choice)> = None;
-        for &(reclaimable, n) in self.probe.iter().take(MAX_NODE_PROBES) {
+        for &(reclaimable, n) in self.victims.probe().iter().take(MAX_NODE_PROBES) {
             if reclaimable < g {
                 break;
             }
             let need = g.saturating_sub(self.free[n]);
-            let Some(ids) = self.on_node.get(&n) else {
+            let Some(ids) = self.victims.on_node(n) else {
                 continue;
             };
-            let cands: Vec<(u64, Rank, u32)> = ids
-                .iter()
-                .map(|&id| {
-                    (
-                        self.victims[id as usize].on(n),
-                        self.victims[id as usize].rank,
-                        id,
-                    )
-                })
+            let cands: Vec<(u64, Rank, u32)> = (ids.iter())
+                .map(|&id| (self.victims.on(id, n), self.victims.get(id).rank, id))
                 .collect();
             let Some((picks, got)) = self.greedy(need, &cands, claim, tick) else {
                 continue;
@@ -513,7 +589,7 @@ impl<'a> Pool<'a> {
                     .filter(ok)
                     .min_by_key(|c| (Reverse(c.0), c.1, c.2))
             })?;
-            let v = &self.victims[pick.2 as usize];
+            let v = self.victims.get(pick.2);
             picks.add(pick.2, v.tenant, v.gpus);
             got += pick.0;
         }
@@ -529,7 +605,7 @@ impl<'a> Pool<'a> {
             let pick = self
                 .best_in_pool(left, claim, &picks, tick)
                 .or_else(|| self.largest_in_pool(left, claim, &picks, tick))?;
-            let v = &self.victims[pick as usize];
+            let v = self.victims.get(pick);
             picks.add(pick, v.tenant, v.gpus);
             got += v.gpus;
         }
@@ -548,12 +624,11 @@ impl<'a> Pool<'a> {
         tick: &Tick<'a>,
     ) -> Option<u32> {
         let mut best: Option<(u64, Rank, u32)> = None;
-        for &t in &self.victim_tenants {
+        for &t in &self.victims.tenants {
             if !self.tenant_allows(t, claim, picks, tick) {
                 continue;
             }
-            let found = self.by_gpus[t]
-                .range((left, FIRST, 0)..)
+            let found = (self.victims.at_least(t, left))
                 .take(MAX_SCAN_PER_TENANT)
                 .find(|e| self.allows(e.2, claim, picks, tick));
             if let Some(&(g, rank, id)) = found {
@@ -575,14 +650,12 @@ impl<'a> Pool<'a> {
         tick: &Tick<'a>,
     ) -> Option<u32> {
         let mut best: Option<(Reverse<u64>, Rank, u32)> = None;
-        for &t in &self.victim_tenants {
+        for &t in &self.victims.tenants {
             if !self.tenant_allows(t, claim, picks, tick) {
                 continue;
             }
-            let index = &self.by_gpus[t];
             let ok = |e: &&(u64, Rank, u32)| self.allows(e.2, claim, picks, tick);
-            let Some(&(g, _, _)) = index
-                .range(..(left, FIRST, 0))
+            let Some(&(g, _, _)) = (self.victims.below(t, left))
                 .rev()
                 .take(MAX_SCAN_PER_TENANT)
                 .find(ok)
@@ -590,8 +663,7 @@ impl<'a> Pool<'a> {
                 continue;
             };
             // The most attained among the victims of that size.
-            if let Some(&(g, rank, id)) = index
-                .range((g, FIRST, 0)..(g + 1, FIRST, 0))
+            if let Some(&(g, rank, id)) = (self.victims.exactly(t, g))
                 .take(MAX_SCAN_PER_TENANT)
                 .find(ok)
             {
@@ -608,7 +680,7 @@ impl<'a> Pool<'a> {
     fn reduces_gap(&self, choice: &Choice, claim: &Claim<'a>) -> bool {
         let mut given: Vec<(usize, f64)> = Vec::new();
         for &id in &choice.victims {
-            let v = &self.victims[id as usize];
+            let v = self.victims.get(id);
             match given.iter_mut().find(|e| e.0 == v.tenant) {
                 Some(e) => e.1 += v.gpus as f64,
                 None => given.push((v.tenant, v.gpus as f64)),
@@ -634,21 +706,17 @@ impl<'a> Pool<'a> {
         let mut freed_on = Vec::new();
         for &id in &choice.victims {
             let action = self.rotation_action(id, claim, tick.now);
-            let v = &mut self.victims[id as usize];
-            v.taken = true;
-            let (t, gpus, rank) = (v.tenant, v.gpus, v.rank);
-            let nodes = std::mem::take(&mut v.nodes);
-            self.by_gpus[t].remove(&(gpus, rank, id));
-            for &(n, g) in &nodes {
-                self.by_room[t].remove(&(self.free[n] + g, rank, id, n));
-            }
-            for &(n, g) in &nodes {
+            self.victims.take(id, &self.free);
+            let (t, gpus) = (self.victims.get(id).tenant, self.victims.get(id).gpus);
+            for i in 0..self.victims.nodes_of(id).len() {
+                let (n, g) = self.victims.nodes_of(id)[i];
                 self.set_free(n, self.free[n] + g);
                 freed_on.push(n);
             }
             self.planned[t] -= gpus as f64;
             self.expected[t] -= gpus as f64;
             tick.rotations += 1;
+            self.rotated[t] += 1;
             *tick.per_tenant.entry(self.names[t]).or_default() += 1;
             from.push(action.tenant.clone());
             tick.plan.rotate_out.push(action);
@@ -658,7 +726,7 @@ impl<'a> Pool<'a> {
     }
 
     fn rotation_action(&self, id: u32, claim: &Claim<'a>, now: f64) -> Action {
-        let v = &self.victims[id as usize];
+        let v = self.victims.get(id);
         let (t, c, w) = (v.tenant, claim.tenant, claim.workload);
         let reason = format!(
             "tenant {} holds {} {} GPUs, entitled to {:.1}; tenant {} waits below its share \

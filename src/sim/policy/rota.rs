@@ -33,7 +33,10 @@
 //! after the plan. A tick plans only when some tenant is owed more than the margin, another is
 //! over it, and some running job passes the planner's own victim test as far as it depends on
 //! the job (`may_be_victim`); otherwise the plan is provably empty. Only such jobs are offered
-//! as victims. None of this changes a plan.
+//! as victims, in job order (the planner's input order). To find them without a pass over
+//! every running job, running jobs are kept per tenant in start order: only tenants over the
+//! margin are read, each only as far as runs old enough to pass the shortest quantum. None of
+//! this changes a plan.
 //!
 //! Must not: scan all jobs per event (it keeps its own running set and queue), or read a clock.
 
@@ -50,7 +53,7 @@ use crate::core::rotation::{
 };
 use crate::core::{WorkloadId, WorkloadKind};
 use crate::sim::cluster::GPU_RESOURCE;
-use crate::sim::engine::{JobId, Policy, Sim};
+use crate::sim::engine::{JobId, Policy, Sim, TenantState};
 use crate::sim::trace::Trace;
 
 /// At most this many queue entries (in order) are offered to the planner per tick: the gate
@@ -89,6 +92,18 @@ fn may_be_victim(settings: &RotaSettings, entitled: &[f64], sim: &Sim<'_>, job: 
         && q.is_finite()
         && q >= 0.0
         && sim.now() - sim.job(job).started_at >= q
+}
+
+/// At least as many GPUs as a tenant `excess` above its entitlement can give without going
+/// below it (the planner's no-overshoot test, with room for its slack and rounding).
+fn at_most(excess: f64) -> u64 {
+    if excess < 0.0 {
+        1
+    } else if excess < 1e12 {
+        excess as u64 + 1
+    } else {
+        u64::MAX
+    }
 }
 
 /// The only site of the simulated pool (gangs span nodes freely).
@@ -147,6 +162,14 @@ impl RotaSettings {
             .max(q.virtual_machine_seconds)
             .max(q.pod_seconds);
         longest.max(q.max_seconds) as f64
+    }
+
+    /// The shortest quantum any workload may have: a run shorter than this is past none.
+    fn shortest_quantum(&self) -> f64 {
+        let q = &self.quantum;
+        q.job_seconds
+            .min(q.virtual_machine_seconds)
+            .min(q.pod_seconds) as f64
     }
 
     fn quantum_of(&self, kind: WorkloadKind) -> f64 {
@@ -243,6 +266,52 @@ impl Pending {
     }
 }
 
+/// A run's start as a key that sorts like the number (`f64::total_cmp` order).
+fn start_key(started_at: f64) -> u64 {
+    let bits = started_at.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
+/// Running jobs per tenant, in start order (module docs).
+#[derive(Debug, Default)]
+struct Running {
+    by_tenant: Vec<BTreeSet<(u64, JobId)>>,
+    /// Each running job's key in its tenant's set, indexed by [`JobId`].
+    keys: Vec<u64>,
+}
+
+impl Running {
+    fn new(tenants: usize, jobs: usize) -> Self {
+        Self {
+            by_tenant: vec![BTreeSet::new(); tenants],
+            keys: vec![0; jobs],
+        }
+    }
+
+    fn insert(&mut self, tenant: usize, job: JobId, started_at: f64) {
+        let key = start_key(started_at);
+        if let (Some(set), Some(k)) = (
+            self.by_tenant.get_mut(tenant),
+            self.keys.get_mut(job as usize),
+        ) {
+            *k = key;
+            set.insert((key, job));
+        }
+    }
+
+    fn remove(&mut self, tenant: usize, job: JobId) {
+        if let (Some(set), Some(&key)) =
+            (self.by_tenant.get_mut(tenant), self.keys.get(job as usize))
+        {
+            set.remove(&(key, job));
+        }
+    }
+}
+
 /// The `rota` policy.
 pub struct Rota {
     settings: RotaSettings,
@@ -253,7 +322,11 @@ pub struct Rota {
     charged: Vec<f64>,
     entitled: Vec<f64>,
     pending: Pending,
-    running: BTreeSet<JobId>,
+    running: Running,
+    /// The jobs `may_be_victim` passed this tick (a reused buffer).
+    victims: Vec<JobId>,
+    /// Per tenant, the most GPUs of one of those jobs (0: none).
+    largest: Vec<u64>,
     history: RotationHistory,
     ticks: u64,
     /// Planner inputs kept between ticks (module docs): each job's entries are built once,
@@ -297,7 +370,9 @@ impl Rota {
             charged: vec![0.0; tenants],
             entitled: vec![0.0; tenants],
             pending: Pending::new(tenants),
-            running: BTreeSet::new(),
+            running: Running::new(tenants, trace.jobs.len()),
+            victims: Vec::new(),
+            largest: Vec::new(),
             history: RotationHistory::new(),
             ticks: 0,
             slots: Slots {
@@ -379,7 +454,7 @@ impl Rota {
 
     /// Some tenant with pending work is owed more than the margin while another holds more
     /// than the margin above its entitlement: only then can a plan rotate anything.
-    fn may_rotate(&self, sim: &Sim<'_>) -> bool {
+    fn may_rotate(&mut self, sim: &Sim<'_>) -> bool {
         let m = self.settings.limits.margin_gpus;
         let tenants = sim.tenants().iter().zip(&self.entitled);
         let (mut owed, mut over) = (false, false);
@@ -387,19 +462,68 @@ impl Rota {
             owed |= t.pending_jobs > 0 && e - t.held as f64 > m;
             over |= t.held as f64 - e > m;
         }
-        owed && over && self.has_victim(sim)
+        owed && over && self.has_victim(sim) && self.may_cover(sim)
     }
 
-    /// Some running job passes the planner's victim test as far as it depends on the job
-    /// alone (`pool::add_victim`: GPUs > 0, its tenant above its entitlement by more than the
-    /// margin, no overshoot, past its quantum since its start). The planner's own test is
-    /// stricter (it also checks the history, which only rotations add to), so when this is
-    /// false every claim finds no victim, no rotation happens, and the plan is empty: skipping
-    /// it changes nothing. Costs one pass over the running set (at most one job per GPU), no
-    /// allocation, against building the whole planner input.
-    fn has_victim(&self, sim: &Sim<'_>) -> bool {
-        let entitled = &self.entitled;
-        (self.running.iter()).any(|&j| may_be_victim(&self.settings, entitled, sim, j))
+    /// Whether some claim could get GPUs from a plan. The planner searches only for claims
+    /// of tenants owed more than the margin that the free GPUs do not cover, and a search
+    /// succeeds only if the free GPUs plus what the over-share tenants could give reach the
+    /// claim: each tenant at most its excess (no overshoot) and at most its per-tenant cap
+    /// times its largest victim (`largest`, from `has_victim`, a superset of the planner's
+    /// victims). This is `core::rotation`'s own per-claim bound (`Pool::may_cover`) with
+    /// fewer exclusions (no pair bans or priorities), and every job of an owed tenant counts,
+    /// not only the claims offered; so when it is false every search fails and the plan is
+    /// empty.
+    fn may_cover(&self, sim: &Sim<'_>) -> bool {
+        let limits = self.settings.limits;
+        let cap = u64::from(limits.max_per_tenant_per_tick);
+        let tenants = sim.tenants().iter().zip(&self.entitled);
+        let mut reach = sim.largest_fit();
+        for ((t, &e), &largest) in tenants.clone().zip(&self.largest) {
+            if largest > 0 {
+                let excess = sane(t.held as f64) - sane(e);
+                reach = reach.saturating_add(at_most(excess).min(cap.saturating_mul(largest)));
+            }
+        }
+        let owed =
+            |(t, &e): (&TenantState, &f64)| sane(e) - sane(t.held as f64) > limits.margin_gpus;
+        (tenants.enumerate())
+            .any(|(i, te)| owed(te) && self.pending.sizes[i].first_fitting(reach).is_some())
+    }
+
+    /// Collects into `victims` the running jobs that pass the planner's victim test as far
+    /// as it depends on the job alone (`may_be_victim`), and each tenant's largest into
+    /// `largest`; whether there are any.
+    /// The planner's own test is stricter (it also checks the history, which only rotations
+    /// add to), so when there are none every claim finds no victim, no rotation happens, and
+    /// the plan is empty: skipping it changes nothing. Reads only tenants above their
+    /// entitlement by more than the margin (`may_be_victim` requires it), each in start order
+    /// until a run is shorter than the shortest quantum (later starts are shorter still).
+    fn has_victim(&mut self, sim: &Sim<'_>) -> bool {
+        let (settings, entitled) = (&self.settings, &self.entitled);
+        let (now, shortest) = (sim.now(), settings.shortest_quantum());
+        self.victims.clear();
+        self.largest.clear();
+        self.largest.resize(self.running.by_tenant.len(), 0);
+        for (t, set) in self.running.by_tenant.iter().enumerate() {
+            let excess = sane(sim.tenants()[t].held as f64) - sane(entitled[t]);
+            // As `may_be_victim` words it (a NaN compares false there too).
+            let over = excess > settings.limits.margin_gpus;
+            if !over {
+                continue;
+            }
+            for &(_, job) in set {
+                let long_enough = now - sim.job(job).started_at >= shortest;
+                if !long_enough {
+                    break;
+                }
+                if may_be_victim(settings, entitled, sim, job) {
+                    self.victims.push(job);
+                    self.largest[t] = self.largest[t].max(u64::from(sim.spec(job).gpus));
+                }
+            }
+        }
+        !self.victims.is_empty()
     }
 
     fn workload_id(&self, sim: &Sim<'_>, job: JobId) -> WorkloadId {
@@ -432,11 +556,11 @@ impl Rota {
     fn fill_input(&mut self, sim: &Sim<'_>) {
         // Only jobs passing the planner's victim test can be victims: the planner skips the
         // others without indexing them (victims keep the input's order), so leaving them out
-        // changes no plan and saves lending them every tick.
-        let (settings, entitled) = (&self.settings, &self.entitled);
+        // changes no plan and saves lending them every tick. `has_victim` listed them, per
+        // tenant; the input lists them in job order.
+        self.victims.sort_unstable();
         let slots = &mut self.slots;
-        let victims = self.running.iter();
-        for &job in victims.filter(|&&j| may_be_victim(settings, entitled, sim, j)) {
+        for &job in &self.victims {
             // Every running job has an entry (set at launch); one lent is listed with it.
             if let Some(mut w) = slots.running.get_mut(job as usize).and_then(Option::take) {
                 w.started_at = sim.job(job).started_at;
@@ -505,8 +629,9 @@ impl Rota {
             let Ok(job) = a.workload.name.parse::<JobId>() else {
                 continue;
             };
+            let tenant = sim.spec(job).tenant;
             if sim.suspend(job) {
-                self.running.remove(&job);
+                self.running.remove(tenant, job);
                 if let Some(slot) = self.slots.running.get_mut(job as usize) {
                     *slot = None;
                 }
@@ -526,7 +651,7 @@ impl Rota {
             return false;
         }
         self.dequeue(sim, job);
-        self.running.insert(job);
+        (self.running).insert(sim.spec(job).tenant, job, sim.job(job).started_at);
         if (job as usize) < self.slots.running.len() {
             self.slots.running[job as usize] = Some(self.running_entry(sim, job));
         }
@@ -558,8 +683,8 @@ impl Policy for Rota {
         self.enqueue(sim, job);
     }
 
-    fn on_finish(&mut self, _sim: &Sim<'_>, job: JobId) {
-        self.running.remove(&job);
+    fn on_finish(&mut self, sim: &Sim<'_>, job: JobId) {
+        self.running.remove(sim.spec(job).tenant, job);
         if let Some(slot) = self.slots.running.get_mut(job as usize) {
             *slot = None;
         }
