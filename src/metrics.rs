@@ -331,8 +331,14 @@ mod tests {
         let text = String::from_utf8(render(&registry)).expect("utf-8");
         for (name, _, counter) in HTTP_SERIES {
             let kind = if counter { "counter" } else { "gauge" };
-            assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} in {text}");
-            assert!(text.contains(&format!("\n{name} 0\n")), "{name} starts at 0");
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}")),
+                "{name} in {text}"
+            );
+            assert!(
+                text.contains(&format!("\n{name} 0\n")),
+                "{name} starts at 0"
+            );
         }
         // A second registration of the same names is refused, as for every rota collector.
         assert!(HttpServerCollector::register(&registry, stats).is_err());
