@@ -1,6 +1,7 @@
 //! Builds the rotation planner's [`PlanInput`] from the cluster view: running workloads from
 //! bound GPU pods, waiting workloads from the fair-share queue, and each resource's held,
-//! entitled and free GPUs.
+//! entitled and free GPUs. A workload rota already rotated out whose pods are still shutting
+//! down is neither running nor held (its GPUs are on their way), though its GPUs stay not free.
 //!
 //! ```text
 //!   ClusterSnapshot (after refresh_fair_share) ─┐
@@ -38,14 +39,39 @@ pub fn build_plan_input(
     config: &ValidConfig,
     now: f64,
 ) -> PlanInput {
+    let mut running = running(snapshot, config, now);
+    let stopping = stopping(&mut running, rotated_out);
     PlanInput {
         now,
-        running: running(snapshot, config, now),
+        running,
         waiting: waiting(snapshot),
         rotated_out: still_out(snapshot, rotated_out),
-        resources: resources(snapshot, config),
+        resources: resources(snapshot, config, &stopping),
         limits: Limits::from_config(&config.rotation),
     }
+}
+
+/// Takes the workloads rota already rotated out but whose pods still hold GPUs (a VM's launcher
+/// or a Job's pods shutting down) out of `running`, and returns their GPUs per (tenant,
+/// resource). Those GPUs are already on their way to the tenants owed them: counting them as
+/// held would make the next tick rotate out another workload for the same claim.
+fn stopping(
+    running: &mut Vec<RunningWorkload>,
+    rotated_out: &[RotatedOutWorkload],
+) -> BTreeMap<(String, String), u64> {
+    let out: std::collections::BTreeSet<&WorkloadId> =
+        rotated_out.iter().map(|r| &r.workload.id).collect();
+    let mut leaving = BTreeMap::new();
+    running.retain(|w| {
+        if !out.contains(&w.id) {
+            return true;
+        }
+        *leaving
+            .entry((w.tenant.clone(), w.resource.clone()))
+            .or_insert(0) += w.gpus();
+        false
+    });
+    leaving
 }
 
 /// What the bound pods of one workload add up to.
@@ -193,7 +219,11 @@ fn still_out(
 
 /// Per managed resource: tenants with a known entitlement (held now, entitled at the last
 /// refresh) and free GPUs per ready, schedulable node.
-fn resources(snapshot: &ClusterSnapshot, config: &ValidConfig) -> Vec<ResourceState> {
+fn resources(
+    snapshot: &ClusterSnapshot,
+    config: &ValidConfig,
+    stopping: &BTreeMap<(String, String), u64>,
+) -> Vec<ResourceState> {
     let workloads = snapshot.workloads();
     let report = workloads.report();
     let mut names: Vec<&String> = config.gpu_resources.iter().collect();
@@ -210,7 +240,12 @@ fn resources(snapshot: &ClusterSnapshot, config: &ValidConfig) -> Vec<ResourceSt
                         .iter()
                         .map(|(tenant, share)| TenantShare {
                             tenant: tenant.clone(),
-                            held: workloads.held(tenant, resource) as f64,
+                            held: workloads.held(tenant, resource).saturating_sub(
+                                stopping
+                                    .get(&(tenant.clone(), resource.clone()))
+                                    .copied()
+                                    .unwrap_or(0),
+                            ) as f64,
                             entitled: share.entitled,
                         })
                         .collect()
@@ -237,6 +272,7 @@ mod tests {
     use super::*;
     use crate::core::fairshare::SharePolicy;
     use crate::core::model::{GpuNode, WorkloadKind};
+    use crate::core::rotation::RotationHistory;
 
     const GPU: &str = "nvidia.com/gpu";
     const NOW: f64 = 100_000.0;
@@ -311,6 +347,46 @@ mod tests {
         assert_eq!(gpu.free, vec![("n1".into(), 6), ("n2".into(), 4)]);
         let physics = gpu.tenants.iter().find(|t| t.tenant == "physics").unwrap();
         assert_eq!(physics.held, 6.0);
+    }
+
+    #[test]
+    fn a_rotated_out_workload_whose_pods_linger_is_neither_running_nor_held() {
+        let config = ValidConfig::default();
+        let mut snap = ClusterSnapshot::new();
+        snap.upsert_node(node("n1", 8));
+        let (first, second) = (id(WorkloadKind::Job, "w1"), id(WorkloadKind::Job, "w2"));
+        snap.upsert_pod(pod("p1", &first, "a", 4, Some("n1")));
+        snap.upsert_pod(pod("p2", &second, "a", 4, Some("n1")));
+        snap.upsert_pod(pod("q", &id(WorkloadKind::Job, "wait"), "b", 4, None));
+        let snap = refreshed(snap, &config);
+        let plan_for = |rotated: &[RotatedOutWorkload]| {
+            let input = build_plan_input(&snap, rotated, &config, NOW);
+            let plan = crate::core::rotation::plan(&input, &RotationHistory::new());
+            (input, plan)
+        };
+        // Nothing rotated out yet: `a` holds all 8 GPUs and one of its Jobs goes for `b`.
+        let (_, plan) = plan_for(&[]);
+        assert_eq!(plan.rotate_out.len(), 1, "{plan:?}");
+        // That Job was rotated out but its pods still shut down: the claim is being served.
+        let leaving = RotatedOutWorkload {
+            workload: WaitingWorkload {
+                id: plan.rotate_out[0].workload.clone(),
+                tenant: "a".into(),
+                resource: GPU.into(),
+                gpus: 4,
+                spread: Spread::OneNode,
+                priority: 0,
+            },
+            rotated_out_at: NOW - 30.0,
+        };
+        let (input, plan) = plan_for(std::slice::from_ref(&leaving));
+        let ids: Vec<&WorkloadId> = input.running.iter().map(|w| &w.id).collect();
+        assert!(!ids.contains(&&leaving.workload.id), "{ids:?}");
+        let gpu = input.resources.iter().find(|r| r.resource == GPU).unwrap();
+        let a = gpu.tenants.iter().find(|t| t.tenant == "a").unwrap();
+        assert_eq!(a.held, 4.0);
+        assert!(gpu.free.is_empty(), "its GPUs are not free yet");
+        assert!(plan.rotate_out.is_empty(), "no second victim: {plan:?}");
     }
 
     #[test]
