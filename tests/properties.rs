@@ -62,13 +62,13 @@ proptest! {
         let mut want = names.clone();
         want.sort_unstable();
         prop_assert_eq!(judged, want);
-        // A passed node's product contains the model asked for, case-insensitively (the
-        // documented `rota.io/gpu-models` rule: so "NVIDIA-A10" also admits A100 nodes).
+        // A passed node's product names the model asked for as whole words, case-insensitively
+        // (the documented `rota.io/gpu-models` rule: "NVIDIA-A10" does not admit A100 nodes).
         if let Some(m) = model {
             for name in &out.passed {
                 let node = snapshot.node(name).expect("candidate is in the view");
-                let product = node.product.as_deref().unwrap_or("").to_ascii_lowercase();
-                prop_assert!(product.contains(&m.product.to_ascii_lowercase()), "{} on {}", m.product, product);
+                let product = node.product.as_deref().unwrap_or("");
+                prop_assert!(names_model(product, &m.product), "{} on {}", m.product, product);
             }
         }
 
@@ -112,4 +112,17 @@ proptest! {
             prop_assert!(s.entitled >= 0.0 && s.entitled <= l.pending + 1e-9, "{:?} {:?}", s, l);
         }
     }
+}
+
+/// The model rule restated on words: the model's words appear, in order and adjacent, among the
+/// product's words (words: runs of letters and digits, compared case-insensitively).
+fn names_model(product: &str, model: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let (p, m) = (words(product), words(model));
+    m.is_empty() || p.windows(m.len()).any(|w| w == m.as_slice())
 }

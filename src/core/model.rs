@@ -98,8 +98,9 @@ impl fmt::Display for WorkloadId {
 /// of silently ignoring the constraint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlacementRules {
-    /// `rota.io/gpu-models`: the node's GPU product must contain one of these substrings
-    /// (compared case-insensitively). Empty means any model.
+    /// `rota.io/gpu-models`: the node's GPU product must contain one of these as whole words
+    /// (compared case-insensitively: `A100` matches `NVIDIA-A100-SXM4-80GB`, `A10` does not).
+    /// Empty means any model.
     pub gpu_models: Vec<String>,
     /// `rota.io/min-gpu-memory`: minimum memory of one GPU, in bytes.
     pub min_gpu_memory_bytes: Option<u64>,

@@ -115,11 +115,7 @@ pub fn placement_problem(node: &GpuNode, pod: &GpuPod) -> Option<String> {
                 rules.gpu_models.join(" or ")
             ));
         };
-        if !rules
-            .gpu_models
-            .iter()
-            .any(|m| contains_ignore_ascii_case(product, m))
-        {
+        if !rules.gpu_models.iter().any(|m| contains_model(product, m)) {
             return Some(format!(
                 "rota: node has GPU model {product}; the pod asks for {}",
                 rules.gpu_models.join(" or ")
@@ -274,10 +270,24 @@ pub fn combine(components: &[(f64, f64)]) -> i64 {
         .clamp(0.0, MAX_SCORE as f64) as i64
 }
 
-/// Case-insensitive substring test without allocating (this runs once per candidate node).
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+/// Whether `product` names `model`: a case-insensitive match that starts and ends at a word
+/// boundary (the ends, or a character other than a letter or digit), so `A100` and
+/// `a100-sxm4` match `NVIDIA-A100-SXM4-80GB` but `A10` does not, nor `L4` an `L40S`. Does not
+/// allocate: this runs once per candidate node.
+fn contains_model(product: &str, model: &str) -> bool {
+    let (h, n) = (product.as_bytes(), model.as_bytes());
+    if n.is_empty() {
+        return true;
+    }
+    if n.len() > h.len() {
+        return false;
+    }
+    let boundary = |i: Option<&u8>| i.is_none_or(|c| !c.is_ascii_alphanumeric());
+    (0..=h.len() - n.len()).any(|at| {
+        h[at..at + n.len()].eq_ignore_ascii_case(n)
+            && (at == 0 || boundary(h.get(at - 1)))
+            && boundary(h.get(at + n.len()))
+    })
 }
 
 /// `24 GiB`-style rendering for messages.
@@ -329,7 +339,35 @@ mod tests {
     }
 
     #[test]
-    fn gpu_model_annotation_filters_by_substring() {
+    fn gpu_models_match_whole_words_only() {
+        let product = "NVIDIA-A100-SXM4-80GB";
+        for model in [
+            "A100",
+            "a100-sxm4",
+            "NVIDIA-A100-SXM4-80GB",
+            "80gb",
+            "nvidia",
+        ] {
+            assert!(contains_model(product, model), "{model}");
+        }
+        for model in [
+            "A10",
+            "100",
+            "SXM",
+            "A100-SXM4-80",
+            "NVIDIA-A100-SXM4-80GB-X",
+        ] {
+            assert!(!contains_model(product, model), "{model}");
+        }
+        assert!(!contains_model("NVIDIA-L40S", "L4"));
+        assert!(contains_model("NVIDIA-L4", "L4"));
+        assert!(contains_model("Tesla T4", "t4"));
+        assert!(contains_model("", ""));
+        assert!(!contains_model("", "H100"));
+    }
+
+    #[test]
+    fn gpu_model_annotation_filters_by_model() {
         let mut p = pod("p", 1, None);
         p.placement.gpu_models = vec!["h100".into(), "A100".into()];
         let out = filter(&cluster(), &p, &["h100", "t4", "bare", "unknown"], &rules());
