@@ -68,7 +68,7 @@ proptest! {
             for name in &out.passed {
                 let node = snapshot.node(name).expect("candidate is in the view");
                 let product = node.product.as_deref().unwrap_or("");
-                prop_assert!(names_model(product, &m.product), "{} on {}", m.product, product);
+                prop_assert!(names_model(product, m.product), "{} on {}", m.product, product);
             }
         }
 
