@@ -2,106 +2,22 @@
 //! every kind of bad input gets the right status, and the server keeps serving throughout.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use rota::config::ValidConfig;
-use rota::extender::{Context, Extender};
-use rota::http::{self, ServerOptions};
-use rota::metrics::ClusterCollector;
-use rota::state::{ClusterView, ViewSettings};
+use common::extender::ExtenderServer as Server;
+use rota::http::ServerOptions;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 const CAP: usize = 256 * 1024;
 
-struct Server {
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// An extender without an API server (`--cluster none`), on an ephemeral port.
-    async fn start() -> Server {
-        let config = ValidConfig::default();
-        let view = Arc::new(ClusterView::new(ViewSettings::from_config(&config)));
-        view.set_synced(true);
-        let registry = prometheus::Registry::new();
-        ClusterCollector::register(&registry, view.clone()).unwrap();
-        let ctx = Context {
-            view,
-            config: Arc::new(config),
-            learn_nodes: true,
-            held_events: None,
-        };
-        let extender = Arc::new(Extender::new(ctx, registry).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let options = ServerOptions {
-            max_body_bytes: CAP,
-            ..ServerOptions::default()
-        };
-        let task = tokio::spawn(async move {
-            http::serve(listener, extender, options, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        self.raw(method, path, &[], body).await
-    }
-
-    async fn raw(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
-        let exchange = async {
-            let mut stream = TcpStream::connect(self.addr).await.unwrap();
-            let mut head = format!(
-                "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-                body.len()
-            );
-            for h in headers {
-                head.push_str(h);
-                head.push_str("\r\n");
-            }
-            head.push_str("\r\n");
-            stream.write_all(head.as_bytes()).await.unwrap();
-            // The server may answer (413) before reading the whole body; ignore a reset here.
-            let _ = stream.write_all(body).await;
-            let mut out = Vec::new();
-            let _ = stream.read_to_end(&mut out).await;
-            out
-        };
-        let out = tokio::time::timeout(Duration::from_secs(10), exchange)
-            .await
-            .expect("answer in time");
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+/// An extender without an API server (`--cluster none`) with a small body cap.
+async fn start() -> Server {
+    Server::start_with(ServerOptions {
+        max_body_bytes: CAP,
+        ..ServerOptions::default()
+    })
+    .await
 }
 
 fn fixture(name: &str) -> Option<Vec<u8>> {
@@ -132,7 +48,7 @@ async fn captured_requests_get_valid_answers() {
     ) else {
         return;
     };
-    let server = Server::start().await;
+    let server = start().await;
 
     let (status, body) = server.request("POST", "/filter", &full).await;
     assert_eq!(status, 200, "{body}");
@@ -172,7 +88,7 @@ async fn captured_requests_get_valid_answers() {
 
 #[tokio::test]
 async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
-    let server = Server::start().await;
+    let server = start().await;
     let big = vec![b' '; CAP + 1];
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("POST", "/filter", b"".to_vec(), 400, "invalid filter request"),
@@ -254,7 +170,7 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn preempt_answers_meta_victims_and_never_an_empty_node() {
-    let server = Server::start().await;
+    let server = start().await;
     let body = json!({
         "Pod": gpu_pod(json!({})),
         "NodeNameToVictims": {
@@ -281,7 +197,7 @@ async fn preempt_answers_meta_victims_and_never_an_empty_node() {
 
 #[tokio::test]
 async fn readiness_and_liveness() {
-    let server = Server::start().await;
+    let server = start().await;
     assert_eq!(server.request("GET", "/healthz", b"").await.0, 200);
     assert_eq!(server.request("GET", "/readyz", b"").await.0, 200);
     // Any URL prefix before the verb works, as kube-scheduler's urlPrefix allows.

@@ -3,7 +3,6 @@
 //! scripted mock API server (tower-test) that records every request. Each scenario runs under
 //! a 5-second timeout.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -15,43 +14,15 @@ use rota::controller::ledger_store::{
 use rota::core::ledger::{parse_record, Ledger};
 use serde_json::{json, Value};
 
+use common::tempdir::TempDir;
+
+mod common;
 const H: f64 = 3600.0;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const NS: &str = "rota-system";
 const NAME: &str = "rota-ledger";
 const CM_PATH: &str = "/api/v1/namespaces/rota-system/configmaps/rota-ledger";
 const CM_COLLECTION: &str = "/api/v1/namespaces/rota-system/configmaps";
-
-/// A fresh, empty directory per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("rota-ledger-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Two tenants charged over two hours, with a measured figure for one.
 fn sample_ledger() -> Ledger {
@@ -93,7 +64,7 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 
 #[tokio::test]
 async fn file_store_round_trip_keeps_usage_per_tenant() {
-    let dir = TempDir::new("round-trip");
+    let dir = TempDir::new("ledger", "round-trip");
     let ledger = sample_ledger();
     within(FileLedgerStore::new(dir.file("ledger.json"), H).save(&ledger))
         .await
@@ -108,7 +79,7 @@ async fn file_store_round_trip_keeps_usage_per_tenant() {
 
 #[tokio::test]
 async fn file_save_replaces_a_corrupt_file_atomically_and_leaves_no_temp_file() {
-    let dir = TempDir::new("atomic");
+    let dir = TempDir::new("ledger", "atomic");
     let path = dir.file("ledger.json");
     // One good tenant, one corrupt entry, one negative value.
     let corrupt = r#"{"apiVersion":"rota.io/v1alpha1","kind":"UsageLedger","updatedAt":500.0,
@@ -144,7 +115,7 @@ async fn file_save_replaces_a_corrupt_file_atomically_and_leaves_no_temp_file() 
 
 #[tokio::test]
 async fn missing_file_gives_an_empty_ledger_and_a_problem() {
-    let dir = TempDir::new("missing");
+    let dir = TempDir::new("ledger", "missing");
     let path = dir.file("never-written.json");
     let loaded = within(FileLedgerStore::new(&path, H).load()).await.unwrap();
     assert_eq!(loaded.ledger.tenants().count(), 0);
@@ -160,7 +131,7 @@ async fn missing_file_gives_an_empty_ledger_and_a_problem() {
 
 #[tokio::test]
 async fn every_truncation_of_the_file_loads_without_panic_and_reports_a_problem() {
-    let dir = TempDir::new("truncated");
+    let dir = TempDir::new("ledger", "truncated");
     let path = dir.file("ledger.json");
     let store = FileLedgerStore::new(&path, H);
     within(store.save(&sample_ledger())).await.unwrap();
@@ -177,7 +148,7 @@ async fn every_truncation_of_the_file_loads_without_panic_and_reports_a_problem(
 
 #[tokio::test]
 async fn a_file_that_is_not_utf8_is_recovered_with_a_problem() {
-    let dir = TempDir::new("utf8");
+    let dir = TempDir::new("ledger", "utf8");
     let path = dir.file("ledger.json");
     std::fs::write(&path, b"{\"apiVersion\":\"rota.io/v1alpha1\",\"kind\":\"UsageLedger\",\"tenants\":{\"a\xff\":{\"allocatedGpuSeconds\":1.0,\"measuredGpuSeconds\":0.0}}}").unwrap();
     let loaded = within(FileLedgerStore::new(&path, H).load()).await.unwrap();
@@ -190,7 +161,7 @@ async fn a_file_that_is_not_utf8_is_recovered_with_a_problem() {
 
 #[tokio::test]
 async fn saving_into_a_missing_directory_is_a_retryable_write_error() {
-    let dir = TempDir::new("no-dir");
+    let dir = TempDir::new("ledger", "no-dir");
     let store = FileLedgerStore::new(dir.file("absent/ledger.json"), H);
     let err = within(store.save(&sample_ledger())).await.unwrap_err();
     assert!(matches!(err, Error::Write { .. }), "{err:?}");
@@ -201,7 +172,7 @@ async fn saving_into_a_missing_directory_is_a_retryable_write_error() {
 
 #[tokio::test]
 async fn keeper_saves_every_tick_so_a_restart_loses_nothing_saved() {
-    let dir = TempDir::new("keeper");
+    let dir = TempDir::new("ledger", "keeper");
     let path = dir.file("ledger.json");
     let (mut keeper, problems) = within(LedgerKeeper::load(FileLedgerStore::new(&path, H)))
         .await

@@ -2,105 +2,15 @@
 //! teaches a `--cluster none` extender its nodes, the measured load completes without errors
 //! and reports ordered quantiles, and a dead target is an error result, not a panic.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rota::config::ValidConfig;
-use rota::extender::{Context, Extender};
-use rota::http::{self, ServerOptions};
+use common::extender::ExtenderServer as Server;
+use rota::http::ServerOptions;
 use rota::loadtest::{self, LoadtestOptions, Quantiles, Verb};
-use rota::metrics::ClusterCollector;
-use rota::state::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-struct Server {
-    addr: std::net::SocketAddr,
-    view: Arc<ClusterView>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// An extender without an API server (`--cluster none`) on an ephemeral port, with the
-    /// production transport limits.
-    async fn start() -> Server {
-        Server::start_with(ServerOptions::default()).await
-    }
-
-    async fn start_with(options: ServerOptions) -> Server {
-        let config = ValidConfig::default();
-        let view = Arc::new(ClusterView::new(ViewSettings::from_config(&config)));
-        view.set_synced(true);
-        let registry = prometheus::Registry::new();
-        ClusterCollector::register(&registry, view.clone()).unwrap();
-        let ctx = Context {
-            view: view.clone(),
-            config: Arc::new(config),
-            learn_nodes: true,
-            held_events: None,
-        };
-        let extender = Arc::new(Extender::new(ctx, registry).unwrap());
-        // Bind first and hand the bound listener over: no pick-then-bind race.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            http::serve(listener, extender, options, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server {
-            addr,
-            view,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// One POST with `Connection: close`, answered as (status, body).
-    async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
-        let exchange = async {
-            let mut stream = TcpStream::connect(self.addr).await.unwrap();
-            let head = format!(
-                "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes()).await.unwrap();
-            stream.write_all(body).await.unwrap();
-            let mut out = Vec::new();
-            stream.read_to_end(&mut out).await.unwrap();
-            out
-        };
-        let out = tokio::time::timeout(Duration::from_secs(10), exchange)
-            .await
-            .expect("answer in time");
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
+mod common;
 
 fn options(target: String, nodes: u32) -> LoadtestOptions {
     LoadtestOptions {
@@ -125,7 +35,7 @@ fn assert_ordered(q: &Quantiles) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_against_a_cluster_none_extender_runs_clean_and_teaches_the_nodes() {
-    let server = Server::start().await;
+    let server = Server::start_with(ServerOptions::default()).await;
     assert_eq!(server.view.read().node_count(), 0);
     let report = loadtest::load_test(&options(server.url(), 200))
         .await
@@ -191,7 +101,7 @@ async fn load_against_a_cluster_none_extender_runs_clean_and_teaches_the_nodes()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_warmup_against_a_cluster_none_extender_leaves_it_ignorant() {
-    let server = Server::start().await;
+    let server = Server::start_with(ServerOptions::default()).await;
     let report = loadtest::load_test(&LoadtestOptions {
         no_warmup: true,
         verbs: vec![Verb::Prioritize],

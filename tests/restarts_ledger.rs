@@ -9,7 +9,7 @@
 //!    can without panicking and the next save writes a clean file.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,9 @@ use rota::core::{GpuPod, WorkloadId, WorkloadKind};
 use rota::state::{ClusterView, ViewSettings};
 use tokio::sync::watch;
 
+use common::tempdir::TempDir;
+
+mod common;
 const GPU: &str = "nvidia.com/gpu";
 /// Default half-life (7 days): decay over a test run is tiny but real.
 const H: f64 = 604_800.0;
@@ -37,37 +40,6 @@ const CHILD_TEST: &str = "ledger_child_process";
 const LOADED: &str = "ROTA-LOADED ";
 const SAVED: &str = "ROTA-SAVED ";
 const KILLS: usize = 30;
-
-/// A fresh, empty directory per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("rota-restarts-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// splitmix64: a seeded generator, so every run kills at the same moments.
 struct Rng(u64);
@@ -279,7 +251,7 @@ fn one_advance(prev: Option<&LedgerRecord>, next: &LedgerRecord) -> Result<bool,
 
 #[test]
 fn sigkill_mid_run_never_tears_the_ledger_and_loses_at_most_one_tick() {
-    let dir = TempDir::new("sigkill");
+    let dir = TempDir::new("restarts", "sigkill");
     let path = dir.file("ledger.json");
     let mut rng = Rng(0x5EED_0008);
     let mut on_disk: Option<LedgerRecord> = None;
@@ -340,7 +312,7 @@ fn sigkill_mid_run_never_tears_the_ledger_and_loses_at_most_one_tick() {
 /// A temporary file torn by a kill (another PID's, or this PID's reused) never breaks a start.
 #[tokio::test]
 async fn a_torn_temp_file_from_a_killed_writer_does_not_break_the_next_start() {
-    let dir = TempDir::new("temp");
+    let dir = TempDir::new("restarts", "temp");
     let path = dir.file("ledger.json");
     let store = FileLedgerStore::new(&path, H);
     let mut ledger = Ledger::new(H).unwrap();
@@ -427,7 +399,7 @@ fn assert_subset_of(recovered: &Ledger, original: &Ledger) {
 
 #[tokio::test]
 async fn every_truncation_recovers_a_subset_and_the_next_save_is_clean() {
-    let dir = TempDir::new("truncate");
+    let dir = TempDir::new("restarts", "truncate");
     let original = sample();
     let full = serde_json::to_string_pretty(&original.to_record()).unwrap();
     let full = full.as_bytes();
@@ -447,7 +419,7 @@ async fn every_truncation_recovers_a_subset_and_the_next_save_is_clean() {
 
 #[tokio::test]
 async fn flipped_bytes_never_panic_and_resave_cleanly() {
-    let dir = TempDir::new("flip");
+    let dir = TempDir::new("restarts", "flip");
     let original = sample();
     let full = serde_json::to_string_pretty(&original.to_record())
         .unwrap()
@@ -466,7 +438,7 @@ async fn flipped_bytes_never_panic_and_resave_cleanly() {
 
 #[tokio::test]
 async fn garbage_and_wrong_types_recover_per_tenant() {
-    let dir = TempDir::new("garbage");
+    let dir = TempDir::new("restarts", "garbage");
     let good = r#""keep":{"allocatedGpuSeconds":12.5,"measuredGpuSeconds":1.0}"#;
     let head = r#""apiVersion":"rota.io/v1alpha1","kind":"UsageLedger""#;
     // (file, tenants recovered, whether a problem must be reported)

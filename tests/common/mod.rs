@@ -6,4 +6,6 @@
 
 #![allow(dead_code)]
 
+pub mod extender;
 pub mod generators;
+pub mod tempdir;
