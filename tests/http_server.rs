@@ -27,6 +27,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{crypto, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use common::raw_http::{body_of, header_of, status_code};
+
+mod common;
+
 /// Upper bound for any single test; far above what a healthy run needs.
 const TEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -185,24 +189,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 
 /// The status code of a raw HTTP/1.1 response.
 fn status_of(reply: &str) -> u16 {
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {reply:?}"))
-}
-
-/// The value of a header in a raw response (case-insensitive name).
-fn header_of<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
-    let head = reply.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name).then(|| value.trim())
-    })
-}
-
-fn body_of(reply: &str) -> &str {
-    reply.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+    status_code(reply).unwrap_or_else(|| panic!("no status line in {reply:?}"))
 }
 
 // === plain HTTP ===

@@ -24,6 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use common::raw_http::{body_of, header_of, status_code};
+
+mod common;
+
 /// Upper bound for any single test; far above what a healthy run needs.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -162,23 +166,7 @@ async fn post(addr: SocketAddr, path: &str, body: &Bytes) -> String {
 
 /// The status code of a raw response; 0 when nothing (or no status line) came back.
 fn status_of(reply: &str) -> u16 {
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
-fn header_of<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
-    let head = reply.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name).then(|| value.trim())
-    })
-}
-
-fn body_of(reply: &str) -> &str {
-    reply.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+    status_code(reply).unwrap_or(0)
 }
 
 /// Sends `now` at once, then `slowly` a byte per second, until the server closes. Returns the

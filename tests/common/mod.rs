@@ -8,4 +8,5 @@
 
 pub mod extender;
 pub mod generators;
+pub mod raw_http;
 pub mod tempdir;
