@@ -64,6 +64,17 @@ pub struct RotaConfig {
     pub scoring: ScoringConfig,
     /// The fair-share filter gate.
     pub gate: GateConfig,
+    /// The fair-share queue.
+    pub queue: QueueConfig,
+}
+
+/// The fair-share queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Order of one tenant's own waiting workloads: `las` (least attained service first, the
+    /// default: short work finishes early) or `fifo` (arrival order).
+    pub within_tenant: crate::core::queue::WithinTenant,
 }
 
 /// A parent group of tenants.
@@ -227,6 +238,7 @@ impl Default for RotaConfig {
             telemetry: TelemetryConfig::default(),
             scoring: ScoringConfig::default(),
             gate: GateConfig::default(),
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -234,7 +246,7 @@ impl Default for RotaConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         Self {
-            half_life_seconds: 7.0 * 24.0 * 3600.0,
+            half_life_seconds: 3600.0,
             device_weights: BTreeMap::new(),
             default_device_weight: 1.0,
         }
@@ -259,7 +271,7 @@ impl Default for RotationConfig {
             enabled: true,
             dry_run: true,
             interval_seconds: 30,
-            margin_gpus: 1.0,
+            margin_gpus: 0.5,
             max_per_tick: 4,
             max_per_tenant_per_tick: 1,
             protected_priority_classes: Vec::new(),

@@ -15,7 +15,11 @@ use rota::core::fairshare::{
 };
 use rota::core::ledger::{parse_record, Ledger, LedgerRecord, TenantRecord};
 use rota::core::model::GpuCounts;
-use rota::core::queue::{admit, Admission, AdmitReason, FairQueue, QueueEntry};
+use std::ops::ControlFlow;
+
+use rota::core::feasibility::{Demand, Fit, Pool};
+use rota::core::gate::{self, Step, Supply};
+use rota::core::queue::{FairQueue, QueueEntry, WithinTenant};
 
 const EPS: f64 = 1e-9;
 
@@ -493,16 +497,17 @@ fn item(key: u32, tenant: &str, gpus: u64, class: i32, arrival: f64) -> QueueEnt
         gpus,
         priority_class: class,
         arrival,
+        attained: 0.0,
     }
 }
 
 fn keys(q: &FairQueue<u32>) -> Vec<u32> {
-    q.in_order("gpu").iter().map(|e| e.key).collect()
+    q.in_order("gpu").map(|e| e.key).collect()
 }
 
 #[test]
 fn order_is_priority_then_standing_then_arrival_then_key() {
-    let mut q = FairQueue::new();
+    let mut q = FairQueue::with_order(WithinTenant::Fifo);
     q.set_standing("over", Standing::new(1.5));
     q.set_standing("under", Standing::new(0.2));
     q.push(item(1, "over", 1, 0, 0.0));
@@ -523,7 +528,7 @@ fn order_is_priority_then_standing_then_arrival_then_key() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Push(u32, u8, i32, u8),
+    Push(u32, u8, i32, u8, u8),
     Remove(u32),
     Stand(u8, u8),
     Pop,
@@ -531,21 +536,27 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..40u32, 0..4u8, -1..2i32, 0..10u8).prop_map(|(k, t, c, a)| Op::Push(k, t, c, a)),
+        3 => (0..40u32, 0..4u8, -1..2i32, 0..10u8, 0..4u8)
+            .prop_map(|(k, t, c, a, s)| Op::Push(k, t, c, a, s)),
         1 => (0..40u32).prop_map(Op::Remove),
         2 => (0..4u8, 0..6u8).prop_map(|(t, s)| Op::Stand(t, s)),
         1 => Just(Op::Pop),
     ]
 }
 
-/// The model: a Vec sorted by the documented order.
-fn model_order(model: &[QueueEntry<u32>], standing: &[f64; 4]) -> Vec<u32> {
+/// The model: a Vec sorted by the documented order (module docs of `core::queue`).
+fn model_order(model: &[QueueEntry<u32>], standing: &[f64; 4], within: WithinTenant) -> Vec<u32> {
     let tenant = |e: &QueueEntry<u32>| usize::from(e.tenant.as_bytes()[1] - b'0');
+    let rank = |e: &QueueEntry<u32>| match within {
+        WithinTenant::Las => e.attained,
+        WithinTenant::Fifo => e.arrival,
+    };
     let mut v: Vec<&QueueEntry<u32>> = model.iter().collect();
     v.sort_by(|a, b| {
         b.priority_class
             .cmp(&a.priority_class)
             .then(standing[tenant(a)].total_cmp(&standing[tenant(b)]))
+            .then(rank(a).total_cmp(&rank(b)))
             .then(a.arrival.total_cmp(&b.arrival))
             .then(a.key.cmp(&b.key))
     });
@@ -556,14 +567,19 @@ proptest! {
     #![proptest_config(seeded(128))]
 
     #[test]
-    fn queue_matches_a_sorted_model(ops in prop::collection::vec(op(), 1..80)) {
-        let mut q = FairQueue::new();
+    fn queue_matches_a_sorted_model(
+        ops in prop::collection::vec(op(), 1..80),
+        las in any::<bool>(),
+    ) {
+        let within = if las { WithinTenant::Las } else { WithinTenant::Fifo };
+        let mut q = FairQueue::with_order(within);
         let mut model: Vec<QueueEntry<u32>> = Vec::new();
         let mut standing = [0.0f64; 4];
         for op in ops {
             match op {
-                Op::Push(k, t, c, a) => {
-                    let e = item(k, &format!("t{t}"), 1, c, f64::from(a));
+                Op::Push(k, t, c, a, s) => {
+                    let mut e = item(k, &format!("t{t}"), 1, c, f64::from(a));
+                    e.attained = f64::from(s) * 600.0;
                     model.retain(|m| m.key != k);
                     model.push(e.clone());
                     q.push(e);
@@ -578,12 +594,12 @@ proptest! {
                     q.set_standing(&format!("t{t}"), Standing::new(f64::from(s) / 2.0));
                 }
                 Op::Pop => {
-                    let want = model_order(&model, &standing).first().copied();
+                    let want = model_order(&model, &standing, within).first().copied();
                     prop_assert_eq!(q.pop("gpu").map(|e| e.key), want);
                     model.retain(|m| Some(m.key) != want);
                 }
             }
-            let want = model_order(&model, &standing);
+            let want = model_order(&model, &standing, within);
             prop_assert_eq!(keys(&q), want.clone());
             prop_assert_eq!(q.head("gpu").map(|e| e.key), want.first().copied());
             prop_assert_eq!(q.len(), model.len());
@@ -592,68 +608,209 @@ proptest! {
             }
         }
     }
+}
 
-    #[test]
-    fn gate_matches_brute_force_and_never_delays_anyone_ahead(
-        jobs in workloads(3, 1..25),
-        free in 0..30u64,
-        pick in any::<prop::sample::Index>(),
-    ) {
-        let mut q = FairQueue::new();
-        for (i, w) in jobs.iter().enumerate() {
-            let tenant = tenant_name(w.tenant);
-            q.set_standing(&tenant, Standing::new(w.tenant as f64));
-            q.push(item(i as u32, &tenant, w.gpus, w.priority, w.arrival_tick as f64));
+// === the gate's walk ===
+
+/// A supply over real [`Pool`]s: every workload's pods are `per_pod` GPUs (0: one pod per
+/// workload); the holder keeps the nodes with the most free GPUs until they hold it or one
+/// node per pod is kept (as the extender's supply does).
+struct Nodes {
+    free: Pool,
+    capacity: Pool,
+    per_pod: u64,
+}
+
+impl Nodes {
+    fn new(nodes: &[u64], used: &[u64], per_pod: u64) -> Self {
+        let free = nodes.iter().zip(used.iter().chain(std::iter::repeat(&0)));
+        Self {
+            free: Pool::of(free.map(|(&n, &u)| n.saturating_sub(u))),
+            capacity: Pool::of(nodes.iter().copied()),
+            per_pod,
         }
+    }
+
+    fn demand(&self, e: &QueueEntry<u32>) -> Demand {
+        match self.per_pod {
+            0 => Demand::new(e.gpus, e.gpus),
+            g => Demand::new(e.gpus, g),
+        }
+    }
+}
+
+impl Supply<u32> for Nodes {
+    fn fit(&self, e: &QueueEntry<u32>) -> Fit {
+        match self.capacity.check(self.demand(e)) {
+            Err(why) => Fit::Never(why),
+            Ok(()) if self.free.fits(self.demand(e)) => Fit::Now,
+            Ok(()) => Fit::Later,
+        }
+    }
+    fn take(&mut self, e: &QueueEntry<u32>) {
+        assert!(self.free.take(self.demand(e)), "took what does not fit");
+    }
+    fn exhausted(&self) -> bool {
+        self.free.is_empty()
+    }
+    fn reserve(&mut self, e: &QueueEntry<u32>) {
+        let d = self.demand(e);
+        let (mut kept, mut nodes) = (0, 0);
+        while kept < d.gpus && nodes < d.gpus.div_ceil(d.per_pod) && !self.free.is_empty() {
+            let largest = self.free.largest();
+            self.free.remove(largest);
+            kept += largest;
+            nodes += 1;
+        }
+    }
+}
+
+/// Every step of a full walk, by key.
+fn steps(q: &FairQueue<u32>, supply: &mut Nodes) -> Vec<(u32, Step)> {
+    let mut out = Vec::new();
+    gate::walk(q, "gpu", supply, |e, step, _| {
+        out.push((e.key, step));
+        ControlFlow::Continue(())
+    });
+    out
+}
+
+fn queue_of(jobs: &[generators::WorkloadSpec]) -> FairQueue<u32> {
+    let mut q = FairQueue::new();
+    for (i, w) in jobs.iter().enumerate() {
+        let tenant = tenant_name(w.tenant);
+        q.set_standing(&tenant, Standing::new(w.tenant as f64));
+        q.push(item(i as u32, &tenant, w.gpus, w.priority, w.arrival_tick as f64));
+    }
+    q
+}
+
+proptest! {
+    #![proptest_config(seeded(256))]
+
+    /// The walk admits in order only what fits, the first workload that fits only later holds
+    /// the reservation, and workloads that can never fit change nothing for anyone else.
+    #[test]
+    fn never_fit_never_blocks_and_the_walk_admits_in_order(
+        jobs in workloads(3, 1..25),
+        nodes in prop::collection::vec(prop::sample::select(vec![1u64, 2, 4, 8]), 1..6),
+        used in prop::collection::vec(0..8u64, 0..6),
+        per_pod in prop::sample::select(vec![1u64, 2, 4]),
+        giants in prop::collection::vec((0..3usize, 0..12usize), 0..4),
+    ) {
+        let q = queue_of(&jobs);
+        let fresh = || Nodes::new(&nodes, &used, per_pod);
+        let walked = steps(&q, &mut fresh());
+        // Exactly one step per entry, in queue order.
         let order = keys(&q);
-        let key = order[pick.index(order.len())];
-        let mine = jobs[key as usize].gpus;
-        let idx = order.iter().position(|&k| k == key).unwrap();
-        let ahead: Vec<u64> = order[..idx].iter().map(|&k| jobs[k as usize].gpus).collect();
-        let free_map = GpuCounts::from([("gpu".to_string(), free)]);
-        let answer = admit(&q, &key, &free_map);
-        let want = if idx == 0 {
-            Admission::Admit(AdmitReason::Head)
-        } else if mine + ahead.iter().sum::<u64>() <= free {
-            Admission::Admit(AdmitReason::Backfill)
-        } else {
-            Admission::Wait { position: idx + 1, total: order.len(), free, needed: mine + ahead.iter().sum::<u64>() }
-        };
-        prop_assert_eq!(&answer, &want);
-        if answer == Admission::Admit(AdmitReason::Backfill) {
-            // Taking `mine` still leaves room for each one ahead, and for all of them together.
-            let left = free - mine;
-            prop_assert!(ahead.iter().all(|&g| g <= left));
-            prop_assert!(ahead.iter().sum::<u64>() <= left);
+        prop_assert_eq!(walked.iter().map(|(k, _)| *k).collect::<Vec<_>>(), order);
+        let mut free = fresh();
+        let mut holder = None;
+        for (k, step) in &walked {
+            let e = q.get(k).expect("queued");
+            let fit = free.fit(e);
+            match step {
+                Step::Admit { backfill } => {
+                    prop_assert_eq!(&fit, &Fit::Now);
+                    prop_assert_eq!(*backfill, holder.is_some());
+                    free.take(e);
+                }
+                Step::Reserve => {
+                    prop_assert_eq!(&fit, &Fit::Later);
+                    prop_assert!(holder.is_none());
+                    holder = Some(*k);
+                    free.reserve(e);
+                }
+                Step::Wait => {
+                    prop_assert_eq!(&fit, &Fit::Later);
+                    prop_assert!(holder.is_some());
+                }
+                Step::Never(why) => prop_assert_eq!(fit, Fit::Never(why.clone())),
+            }
+        }
+        // Add workloads that can never fit (larger than every node, one pod): each is
+        // classified Never and every other workload's step is unchanged.
+        let mut with = q.clone();
+        let largest = nodes.iter().copied().max().unwrap_or(0) as u32;
+        let mut giant_keys = Vec::new();
+        for (n, &(t, tick)) in giants.iter().enumerate() {
+            let key = 1000 + n as u32;
+            let mut e = item(key, &tenant_name(t), 0, 1, tick as f64);
+            // One pod larger than any node: pods of `per_pod` cannot be made larger, so use
+            // a gang larger than all nodes together instead.
+            e.gpus = nodes.iter().sum::<u64>() + 1 + u64::from(largest);
+            giant_keys.push(key);
+            with.push(e);
+        }
+        let again = steps(&with, &mut fresh());
+        let others: Vec<_> = again.iter().filter(|(k, _)| !giant_keys.contains(k)).cloned().collect();
+        prop_assert_eq!(others, walked);
+        for (k, step) in &again {
+            if giant_keys.contains(k) {
+                prop_assert!(matches!(step, Step::Never(_)), "{k}: {step:?}");
+            }
         }
     }
 }
 
 #[test]
+fn a_pod_larger_than_every_node_blocks_no_one() {
+    // The real-cluster case: two nodes of 4 GPUs, all held; C asks for one pod of 5 GPUs
+    // (ahead in the queue), B for four pods of 1. Four GPUs are released.
+    let mut q = FairQueue::new();
+    q.set_standing("c", Standing::new(0.0));
+    q.set_standing("b", Standing::new(0.1));
+    q.push(item(1, "c", 5, 0, 0.0));
+    for k in 2..6 {
+        q.push(item(k, "b", 1, 0, k as f64));
+    }
+    let mut supply = Nodes::new(&[4, 4], &[0, 4], 0);
+    let walked = steps(&q, &mut supply);
+    assert!(matches!(walked[0], (1, Step::Never(_))), "{walked:?}");
+    // Pods of one GPU fit the released node: all four of B's are admitted, none waits.
+    let admitted: Vec<u32> = walked
+        .iter()
+        .filter(|(_, s)| matches!(s, Step::Admit { .. }))
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(admitted, vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn a_reservation_keeps_its_nodes_from_backfill() {
+    // A gang of 8 (pods of 4) waits behind nothing: it reserves two nodes, and a one-pod
+    // workload behind it backfills only what is left on the third.
+    let mut q = FairQueue::new();
+    q.push(item(1, "a", 8, 0, 0.0));
+    q.push(item(2, "b", 4, 0, 1.0));
+    q.push(item(3, "b", 2, 0, 2.0));
+    let mut supply = Nodes::new(&[4, 4, 4], &[2, 2, 2], 4);
+    let walked = steps(&q, &mut supply);
+    assert_eq!(walked[0], (1, Step::Reserve));
+    // Six GPUs are free (2 per node); the holder keeps two nodes, one per pod, so only the
+    // third node's two GPUs remain: the pod of 4 waits, the pod of 2 backfills.
+    assert_eq!(walked[1], (2, Step::Wait));
+    assert_eq!(walked[2], (3, Step::Admit { backfill: true }));
+    assert!(supply.free.is_empty());
+}
+
+#[test]
 fn gangs_are_admitted_whole_or_not_at_all() {
     let mut q = FairQueue::new();
-    q.push(item(1, "a", 2, 0, 0.0));
-    q.push(item(2, "b", 8, 0, 1.0));
-    let free = |n: u64| GpuCounts::from([("gpu".to_string(), n)]);
-    // Six free GPUs would fit six of the gang's eight pods: it waits, whole.
-    assert!(matches!(
-        admit(&q, &2, &free(6)),
-        Admission::Wait { needed: 10, .. }
-    ));
+    q.push(item(1, "a", 8, 0, 0.0));
+    let mut supply = Nodes::new(&[8], &[2], 1);
+    // Six free GPUs would hold six of the gang's eight pods: it waits, whole.
+    let walked = steps(&q, &mut supply);
+    assert_eq!(walked, vec![(1, Step::Reserve)]);
+    let mut supply = Nodes::new(&[8], &[0], 1);
     assert_eq!(
-        admit(&q, &2, &free(10)),
-        Admission::Admit(AdmitReason::Backfill)
+        steps(&q, &mut supply),
+        vec![(1, Step::Admit { backfill: false })]
     );
-    assert!(q.mark_admitted(&2));
-    // Its pods keep passing while the first ones bind and use the free GPUs.
-    assert_eq!(
-        admit(&q, &2, &free(0)),
-        Admission::Admit(AdmitReason::AlreadyAdmitted)
-    );
-    assert_eq!(q.head("gpu").map(|e| e.key), Some(1));
+    assert!(q.mark_admitted(&1));
+    assert!(q.is_admitted(&1));
+    assert_eq!(q.head("gpu"), None);
     assert_eq!(q.admitted().map(|e| e.gpus).sum::<u64>(), 8);
-    assert!(q.remove(&2).is_some());
-    assert!(!q.is_admitted(&2));
-    // Unknown workloads are reported, not admitted.
-    assert_eq!(admit(&q, &99, &free(100)), Admission::NotQueued);
+    assert!(q.remove(&1).is_some());
+    assert!(!q.is_admitted(&1));
 }

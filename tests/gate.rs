@@ -372,7 +372,6 @@ fn queue_positions_follow_priority_then_standing_then_arrival() {
         .workloads()
         .queue()
         .in_order(GPU)
-        .iter()
         .map(|e| e.key.name.clone())
         .collect();
     assert_eq!(order, ["urgent", "poor-first", "poor-later", "rich-early"]);

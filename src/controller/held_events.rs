@@ -26,8 +26,10 @@ use tokio::time::Instant;
 
 use super::rotation::EventSink;
 
-/// Event reason shown by `kubectl describe pod`.
+/// Event reason shown by `kubectl describe pod` for a pod waiting its turn (Normal).
 pub const REASON: &str = "WaitingForFairShare";
+/// Event reason for a pod whose workload can never fit any node (Warning).
+pub const UNPLACEABLE_REASON: &str = "Unplaceable";
 /// Event action (events.k8s.io requires one).
 pub const ACTION: &str = "Hold";
 /// Notices buffered between the filter and the Event task: 1024 covers a burst of pending
@@ -52,6 +54,8 @@ pub struct HeldPod {
     pub uid: String,
     /// The gate's reason, as sent to the scheduler.
     pub reason: Arc<str>,
+    /// Its workload can never fit: a Warning Event instead of a Normal one.
+    pub unplaceable: bool,
 }
 
 /// The filter's end of the channel.
@@ -86,15 +90,11 @@ impl HeldEventSink for EventSink {
             ..ObjectReference::default()
         };
         Box::pin(async move {
-            EventSink::emit(
-                self,
-                &regarding,
-                EventType::Normal,
-                REASON,
-                ACTION,
-                &pod.reason,
-            )
-            .await;
+            let (kind, reason) = match pod.unplaceable {
+                true => (EventType::Warning, UNPLACEABLE_REASON),
+                false => (EventType::Normal, REASON),
+            };
+            EventSink::emit(self, &regarding, kind, reason, ACTION, &pod.reason).await;
         })
     }
 }
@@ -199,6 +199,7 @@ mod tests {
             name: name.into(),
             uid: format!("uid-{name}"),
             reason: reason.into(),
+            unplaceable: false,
         }
     }
 

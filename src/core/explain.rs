@@ -19,7 +19,7 @@ use super::cluster::ClusterSnapshot;
 use super::fairshare::SharePolicy;
 use super::gate::primary_resource;
 use super::model::GpuPod;
-use super::queue::admit;
+use super::gate::{turn_of, ClusterSupply, Step, Turn};
 
 /// At most this many workloads ahead are listed.
 pub const MAX_AHEAD: usize = 10;
@@ -143,18 +143,27 @@ pub fn explain(
         .or_else(|| primary_resource(pod).map(|(r, _)| r.to_owned()));
     let r = resource.as_deref().unwrap_or("");
     let ahead: Vec<_> = queue.ahead_of(key).collect();
-    let gpus_ahead = ahead.iter().map(|e| e.gpus).sum::<u64>();
     let gpus = entry.map_or_else(|| pod.requests.get(r).copied().unwrap_or(0), |e| e.gpus);
-    let available = state.free(r).saturating_sub(state.reserved(r));
+    let mut supply = ClusterSupply::new(cluster, r);
+    let available = supply.free_gpus();
+    let turn = turn_of(queue, key, &mut supply);
+    let gpus_ahead = turn
+        .as_ref()
+        .map_or(0, |t| t.needed.saturating_sub(gpus));
     let pod_state = pod_state(cluster, pod);
-    let estimate = match pod_state {
-        PodState::Waiting => estimate(cluster, r, gpus + gpus_ahead, available, now),
-        PodState::Admitted | PodState::Running => StartEstimate {
+    let estimate = match (&pod_state, &turn) {
+        (PodState::Waiting, Some(Turn { step: Step::Never(why), .. })) => StartEstimate {
+            seconds: None,
+            at_unix_seconds: None,
+            basis: format!("never: {why}"),
+        },
+        (PodState::Waiting, _) => estimate(cluster, r, gpus + gpus_ahead, available, now),
+        (PodState::Admitted | PodState::Running, _) => StartEstimate {
             seconds: Some(0.0),
             at_unix_seconds: Some(now),
             basis: "admitted: it passes the gate".into(),
         },
-        PodState::Finished | PodState::NotQueued => StartEstimate {
+        (PodState::Finished | PodState::NotQueued, _) => StartEstimate {
             seconds: None,
             at_unix_seconds: None,
             basis: "not waiting in the fair-share queue".into(),
@@ -183,11 +192,42 @@ pub fn explain(
         gpus_ahead,
         free_gpus: state.free(r),
         reserved_gpus: state.reserved(r),
-        gate: admit(queue, key, &state.free_for_admission()).to_string(),
+        gate: describe(&pod_state, turn.as_ref(), queue.len_for(r), available, gpus),
         estimated_start: estimate,
         refreshed_at: state.report().map(|r| r.at),
         resource,
     })
+}
+
+/// The gate's answer now, in words.
+fn describe(state: &PodState, turn: Option<&Turn>, total: usize, free: u64, gpus: u64) -> String {
+    let Some(turn) = turn else {
+        return match state {
+            PodState::Admitted | PodState::Running => "admitted earlier".into(),
+            _ => "not queued".into(),
+        };
+    };
+    let holder = turn
+        .holder
+        .as_ref()
+        .map(|(w, g)| format!("; {w} holds the reservation for {g} GPUs"))
+        .unwrap_or_default();
+    match &turn.step {
+        Step::Admit { backfill: false } => {
+            "admitted at its next scheduling attempt: it is its turn".into()
+        }
+        Step::Admit { backfill: true } => format!(
+            "admitted at its next scheduling attempt as backfill{holder}; backfill is the first rotated out when that reservation is due"
+        ),
+        Step::Reserve => format!(
+            "holds the reservation: {free} GPUs free, it needs {gpus}; GPUs released from now on are its first, and backfilled work leaves when they cover it"
+        ),
+        Step::Wait => format!(
+            "waiting: position {} of {total}; {free} GPUs free, {} needed by it and the workloads ahead{holder}",
+            turn.position, turn.needed
+        ),
+        Step::Never(why) => format!("can never fit: {why}; it holds no one up"),
+    }
 }
 
 fn pod_state(cluster: &ClusterSnapshot, pod: &GpuPod) -> PodState {

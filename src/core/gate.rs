@@ -1,10 +1,24 @@
 //! The fair-share gate in front of placement, and the head-room score that keeps space for the
-//! head of the queue.
+//! head of the queue. The extender's filter and the simulator call the same [`walk`].
 //!
-//! **Gate.** A GPU pod whose workload is queued passes only when [`admit`] says so: its workload
-//! heads its resource's queue, or the free GPUs (net of reservations of admitted workloads) cover
-//! it and every workload ahead of it. Otherwise every candidate node is rejected, unresolvably,
-//! with one shared reason that names no node (kube-scheduler aggregates it):
+//! **Feasibility.** Every waiting workload is in one of three classes against a [`Supply`]:
+//! it [fits now](Fit::Now) in the free GPUs; it [fits later](Fit::Later), once others release
+//! (each pod fits some node when that node is empty, and the gang fits the capacity of the
+//! nodes it may use); or it [never fits](Fit::Never). A workload that never fits is never
+//! ahead of anyone and never reserves GPUs.
+//!
+//! **Reservation with backfill** ([`walk`]). The queue is walked in order, handing out the free
+//! GPUs: each workload that fits now is admitted and its GPUs taken. The first that fits only
+//! later holds the *reservation*: the nodes where it will fit soonest (those with the most free
+//! GPUs) are kept for it, so the GPUs released there are its first and it cannot starve behind
+//! a stream of smaller work. Workloads behind it that fit the other nodes' free GPUs are still
+//! admitted (*backfill*), and their pods are kept off the reserved nodes, so backfill never
+//! delays the holder and nothing it could not use idles. A workload that never fits reserves
+//! nothing and delays no one.
+//!
+//! A GPU pod whose workload is queued passes only when the walk admits its workload. Otherwise
+//! every candidate node is rejected, unresolvably, with one shared reason that names no node
+//! (kube-scheduler aggregates it):
 //!
 //! ```text
 //!   rota: waiting for fair share: position 3 of 7 for nvidia.com/gpu; tenant physics holds 12
@@ -27,13 +41,140 @@
 //! Must not: mutate the queue (the caller admits under a write lock), or read a clock.
 
 use std::fmt::Write as _;
+use std::hash::Hash;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::cluster::ClusterSnapshot;
-use super::model::{GpuNode, GpuPod};
+use super::model::{GpuNode, GpuPod, WorkloadId};
 use super::placement::FilterOutcome;
-use super::queue::{admit, Admission, AdmitReason, QueueEntry};
+use super::feasibility::{Demand, Fit, NeverFit, Pool};
+use super::queue::{FairQueue, QueueEntry};
 use super::workloads::counts_capacity;
+
+/// The GPUs a gate walk hands out, and what each waiting workload needs of them.
+pub trait Supply<K> {
+    /// Where `entry` stands against the GPUs left.
+    fn fit(&self, entry: &QueueEntry<K>) -> Fit;
+    /// Hands `entry` its GPUs (it was admitted): they are no longer free.
+    fn take(&mut self, entry: &QueueEntry<K>);
+    /// Nothing is left that any workload could use.
+    fn exhausted(&self) -> bool;
+    /// Sets aside for the reservation holder `entry` the GPUs where it fits soonest: they are
+    /// no one else's until it starts.
+    fn reserve(&mut self, entry: &QueueEntry<K>);
+}
+
+/// What the walk decided for one queued workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Admitted: the free GPUs hold it. `backfill` when a workload ahead holds the
+    /// reservation (it uses GPUs outside the reservation).
+    Admit {
+        /// Admitted behind the reservation holder.
+        backfill: bool,
+    },
+    /// It fits only once others release GPUs, and is the first such: it holds the reservation.
+    Reserve,
+    /// It fits only later, behind the reservation holder.
+    Wait,
+    /// It can never fit: skipped, ahead of no one.
+    Never(NeverFit),
+}
+
+/// Walks `resource`'s queue in order, handing out `supply` (module docs), and tells `visit`
+/// each step and the supply left after it; `visit` breaks to stop. O(m log T) plus the
+/// supply's work for the m entries visited.
+pub fn walk<'q, K, S>(
+    queue: &'q FairQueue<K>,
+    resource: &str,
+    supply: &mut S,
+    mut visit: impl FnMut(&'q QueueEntry<K>, Step, &S) -> ControlFlow<()>,
+) where
+    K: Clone + Eq + Hash + Ord,
+    S: Supply<K>,
+{
+    let mut reserved = false;
+    for entry in queue.in_order(resource) {
+        let step = match supply.fit(entry) {
+            Fit::Now => {
+                supply.take(entry);
+                Step::Admit { backfill: reserved }
+            }
+            Fit::Later if !reserved => {
+                reserved = true;
+                supply.reserve(entry);
+                Step::Reserve
+            }
+            Fit::Later => Step::Wait,
+            Fit::Never(why) => Step::Never(why),
+        };
+        if visit(entry, step, supply).is_break() {
+            return;
+        }
+    }
+}
+
+/// One workload's turn, from a [`walk`] up to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Turn {
+    /// What the walk decided for it.
+    pub step: Step,
+    /// 1-based position among the workloads that can fit (never-fit ones are no one's
+    /// obstacle); 0 for a workload that never fits.
+    pub position: usize,
+    /// Workloads that can fit ahead of it.
+    pub ahead: usize,
+    /// GPUs they and it need together.
+    pub needed: u64,
+    /// The reservation holder ahead of it, if any, with its GPUs.
+    pub holder: Option<(String, u64)>,
+}
+
+/// The turn of `key` in its resource's queue, or `None` when it is not queued.
+pub fn turn_of<K, S>(queue: &FairQueue<K>, key: &K, supply: &mut S) -> Option<Turn>
+where
+    K: Clone + Eq + Hash + Ord + std::fmt::Display,
+    S: Supply<K>,
+{
+    let entry = queue.get(key)?;
+    let mut turn = None;
+    let (mut ahead, mut needed, mut holder) = (0usize, 0u64, None);
+    walk(queue, &entry.resource, supply, |e, step, _| {
+        if &e.key == key {
+            let position = if matches!(step, Step::Never(_)) { 0 } else { ahead + 1 };
+            turn = Some(Turn {
+                step,
+                position,
+                ahead,
+                needed: needed.saturating_add(e.gpus),
+                holder: holder.take(),
+            });
+            return ControlFlow::Break(());
+        }
+        match step {
+            Step::Never(_) => {}
+            Step::Reserve => {
+                holder = Some((e.key.to_string(), e.gpus));
+                ahead += 1;
+                needed = needed.saturating_add(e.gpus);
+            }
+            _ => {
+                ahead += 1;
+                needed = needed.saturating_add(e.gpus);
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    turn
+}
+
+/// Why a workload was let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdmitReason {
+    /// Its turn: the free GPUs hold it and everything ahead that fits now.
+    InTurn,
+}
 
 /// The gate's answer for one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,16 +185,129 @@ pub enum GateVerdict {
     Admitted,
     /// Its workload may be admitted now: the caller admits it, then places the pod.
     Admit(AdmitReason),
+    /// Its workload may be admitted now as backfill: the caller admits it, then places the
+    /// pod on any node but the reserved ones.
+    Backfill {
+        /// Nodes kept for the reservation holder.
+        reserved_nodes: Vec<String>,
+        /// The holder, for the reason given on those nodes.
+        holder: String,
+    },
     /// Not its turn: reject every node with this reason.
     Hold(Arc<str>),
+    /// It can never fit: reject every node with this reason; it holds no one up.
+    Unplaceable(NeverFit, Arc<str>),
+}
+
+/// The GPUs of one resource as the extender's gate hands them out: free GPUs per ready,
+/// schedulable node net of the reservations of admitted workloads still binding, and the
+/// nodes' allocatable GPUs for "can it ever fit".
+#[derive(Clone, Debug)]
+pub struct ClusterSupply<'c> {
+    cluster: &'c ClusterSnapshot,
+    resource: &'c str,
+    free: Pool,
+    capacity: Pool,
+    reserved: Vec<String>,
+}
+
+impl<'c> ClusterSupply<'c> {
+    /// The supply of `resource`. O(d + a) for d distinct node sizes and a admitted workloads.
+    pub fn new(cluster: &'c ClusterSnapshot, resource: &'c str) -> Self {
+        let state = cluster.workloads();
+        let mut free = state.free_pool(resource);
+        for admitted in state.queue().admitted() {
+            let Some(w) = state.workload(&admitted.key) else {
+                continue;
+            };
+            let left = w.reserved_gpus();
+            if admitted.resource == resource && left > 0 {
+                let demand = Demand::new(left, w.per_pod(resource));
+                if !free.take(demand) {
+                    free.take(Demand::new(left.min(free.total()), 1));
+                }
+            }
+        }
+        Self {
+            cluster,
+            resource,
+            free,
+            capacity: state.capacity_pool(resource),
+            reserved: Vec::new(),
+        }
+    }
+
+    /// GPUs free for admission.
+    pub fn free_gpus(&self) -> u64 {
+        self.free.total()
+    }
+
+    /// The nodes kept for the reservation holder, once the walk found one.
+    pub fn reserved_nodes(&self) -> &[String] {
+        &self.reserved
+    }
+
+    fn demand(&self, entry: &QueueEntry) -> Demand {
+        let per_pod = self
+            .cluster
+            .workloads()
+            .workload(&entry.key)
+            .map_or(entry.gpus, |w| w.per_pod(self.resource));
+        Demand::new(entry.gpus, per_pod)
+    }
+}
+
+impl Supply<WorkloadId> for ClusterSupply<'_> {
+    fn fit(&self, entry: &QueueEntry) -> Fit {
+        let demand = self.demand(entry);
+        if let Err(why) = self.capacity.check(demand) {
+            return Fit::Never(why);
+        }
+        if self.free.fits(demand) {
+            Fit::Now
+        } else {
+            Fit::Later
+        }
+    }
+
+    fn take(&mut self, entry: &QueueEntry) {
+        let demand = self.demand(entry);
+        self.free.take(demand);
+    }
+
+    fn exhausted(&self) -> bool {
+        self.free.is_empty()
+    }
+
+    /// Keeps for the holder the nodes that can hold one of its pods, most free GPUs first
+    /// (ties: name), until they hold its GPUs or one node per pod: O(nodes log nodes), once
+    /// per walk.
+    fn reserve(&mut self, entry: &QueueEntry) {
+        let demand = self.demand(entry);
+        let r = self.resource;
+        let mut nodes: Vec<&GpuNode> = (self.cluster.nodes())
+            .filter(|n| counts_capacity(n))
+            .filter(|n| n.allocatable.get(r).copied().unwrap_or(0) >= demand.per_pod)
+            .filter(|n| n.free(r) > 0)
+            .collect();
+        nodes.sort_unstable_by(|a, b| b.free(r).cmp(&a.free(r)).then_with(|| a.name.cmp(&b.name)));
+        let pods = demand.gpus.div_ceil(demand.per_pod);
+        let mut kept = 0u64;
+        for node in nodes {
+            if kept >= demand.gpus || self.reserved.len() as u64 >= pods {
+                break;
+            }
+            kept = kept.saturating_add(node.free(r));
+            self.free.remove(node.free(r));
+            self.reserved.push(node.name.clone());
+        }
+    }
 }
 
 /// Judges `pod` against the queue. `enabled` is `gate.enabled` from the config.
 ///
-/// One refinement of [`admit`]: while GPUs of the resource are reserved for admitted workloads
-/// that are still binding, the head is treated like any other workload (those workloads are
-/// ahead of it), so it passes only if the free GPUs net of reservations cover it. Otherwise
-/// the next head could take a gang's reserved GPUs between the binds of its pods.
+/// The walk starts from the free GPUs net of the reservations of admitted workloads that are
+/// still binding, so the next workload cannot take a gang's GPUs between the binds of its pods.
 pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerdict {
     if !enabled || !pod.wants_gpus() {
         return GateVerdict::NotGated;
@@ -63,44 +317,54 @@ pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerd
         return GateVerdict::NotGated;
     }
     let queue = state.queue();
-    let free = state.free_for_admission();
-    let Some(entry) = queue.get(&pod.workload) else {
-        return match admit(queue, &pod.workload, &free) {
-            Admission::Admit(AdmitReason::AlreadyAdmitted) => GateVerdict::Admitted,
-            _ => GateVerdict::NotGated,
-        };
-    };
-    let net = free.get(&entry.resource).copied().unwrap_or(0);
-    match admit(queue, &pod.workload, &free) {
-        Admission::Admit(AdmitReason::Head)
-            if state.reserved(&entry.resource) > 0 && entry.gpus > net =>
-        {
-            let total = queue.len_for(&entry.resource);
-            GateVerdict::Hold(hold_reason(cluster, entry, 1, total, net, entry.gpus))
-        }
-        Admission::Admit(AdmitReason::AlreadyAdmitted) => GateVerdict::Admitted,
-        Admission::Admit(reason) => GateVerdict::Admit(reason),
-        Admission::NotQueued => GateVerdict::NotGated,
-        Admission::Wait {
-            position,
-            total,
-            free,
-            needed,
-        } => GateVerdict::Hold(hold_reason(cluster, entry, position, total, free, needed)),
+    if queue.is_admitted(&pod.workload) {
+        return GateVerdict::Admitted;
     }
+    let Some(entry) = queue.get(&pod.workload) else {
+        return GateVerdict::NotGated;
+    };
+    let mut supply = ClusterSupply::new(cluster, &entry.resource);
+    let free = supply.free_gpus();
+    let Some(turn) = turn_of(queue, &pod.workload, &mut supply) else {
+        return GateVerdict::NotGated;
+    };
+    match turn.step {
+        Step::Admit { backfill: false } => GateVerdict::Admit(AdmitReason::InTurn),
+        Step::Admit { backfill: true } => GateVerdict::Backfill {
+            reserved_nodes: supply.reserved_nodes().to_vec(),
+            holder: turn.holder.map(|(w, _)| w).unwrap_or_default(),
+        },
+        Step::Never(why) => {
+            let reason = unplaceable_reason(entry, &why);
+            GateVerdict::Unplaceable(why, reason)
+        }
+        Step::Reserve | Step::Wait => {
+            let total = queue.len_for(&entry.resource);
+            GateVerdict::Hold(hold_reason(cluster, entry, &turn, total, free))
+        }
+    }
+}
+
+/// The rejection reason of a workload that can never fit.
+pub fn unplaceable_reason(entry: &QueueEntry, why: &NeverFit) -> Arc<str> {
+    format!(
+        "rota: can never fit: {why} ({}); it holds no one up. Lower its request, or add nodes that can hold it",
+        entry.resource
+    )
+    .into()
 }
 
 /// The shared rejection reason (module docs).
 fn hold_reason(
     cluster: &ClusterSnapshot,
     entry: &QueueEntry,
-    position: usize,
+    turn: &Turn,
     total: usize,
     free: u64,
-    needed: u64,
 ) -> Arc<str> {
     let state = cluster.workloads();
     let held = state.held(&entry.tenant, &entry.resource);
+    let position = turn.position;
     let mut reason = format!(
         "rota: waiting for fair share: position {position} of {total} for {}; tenant {} holds {held} GPUs, ",
         entry.resource, entry.tenant
@@ -111,10 +375,29 @@ fn hold_reason(
         }
         None => reason.push_str("entitlement not computed yet"),
     }
-    let _ = write!(
-        reason,
-        "; {free} GPUs free, {needed} needed by it and the workloads ahead"
-    );
+    match (&turn.step, &turn.holder) {
+        (Step::Reserve, _) => {
+            let _ = write!(
+                reason,
+                "; {free} GPUs free, it needs {}: it holds the reservation, GPUs released from now on are its first",
+                entry.gpus
+            );
+        }
+        (_, Some((holder, gpus))) => {
+            let _ = write!(
+                reason,
+                "; {free} GPUs free, {} needed by it and the workloads ahead; {holder} holds the reservation for {gpus}",
+                turn.needed
+            );
+        }
+        _ => {
+            let _ = write!(
+                reason,
+                "; {free} GPUs free, {} needed by it and the workloads ahead",
+                turn.needed
+            );
+        }
+    }
     reason.into()
 }
 
@@ -125,6 +408,20 @@ pub fn reject_all<'n>(candidates: &[&'n str], reason: Arc<str>) -> FilterOutcome
         unresolvable: candidates.iter().map(|&n| (n, reason.clone())).collect(),
         failed: Vec::new(),
     }
+}
+
+/// Moves the passed nodes among `reserved` to the failed ones with `reason` (a node kept for
+/// the reservation holder; it may pass for other pods, so it is resolvable).
+pub fn reject_nodes<'n>(
+    mut outcome: FilterOutcome<'n>,
+    reserved: &[String],
+    reason: Arc<str>,
+) -> FilterOutcome<'n> {
+    let (kept, passed): (Vec<&'n str>, Vec<&'n str>) = (outcome.passed.iter())
+        .partition(|n| reserved.iter().any(|r| r == *n));
+    outcome.passed = passed;
+    outcome.failed.extend(kept.into_iter().map(|n| (n, reason.clone())));
+    outcome
 }
 
 /// `8` for whole numbers, `7.5` otherwise: entitlements are fractional, GPUs are not.

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod explain;
 pub mod fairshare;
+pub mod feasibility;
 pub mod gate;
 pub mod health;
 pub mod ledger;

@@ -1,40 +1,56 @@
-//! The fair-share queue of pending GPU workloads, and the gate that decides whose turn it is.
+//! The fair-share queue of pending GPU workloads: the one queue the extender's gate, the
+//! rotation loop and the simulator all read.
 //!
-//! One priority queue per GPU resource (`nvidia.com/gpu`, a passthrough name, …). A workload is
-//! queued whole (a gang of pods with their total GPU demand), under the one resource it requests
+//! One queue per GPU resource (`nvidia.com/gpu`, a passthrough name, …). A workload is queued
+//! whole (a gang of pods with their total GPU demand), under the one resource it requests
 //! (callers pick the resource of its largest request when it asks for several). Order, first
 //! served first:
 //!
 //! 1. higher PriorityClass value;
 //! 2. lower tenant [`Standing`] (`held / entitled`: further below entitlement first);
-//! 3. earlier arrival;
-//! 4. smaller key (so the order is total and deterministic).
+//! 3. inside a tenant, [`WithinTenant`]: least attained service first (default), or arrival;
+//! 4. earlier arrival, then smaller key (so the order is total and deterministic).
 //!
 //! ```text
-//!   entries: key ─▶ QueueEntry            tenants: name ─▶ (standing, {keys})
-//!   queues:  resource ─▶ PriorityQueue<key, Priority>   (heap + index map)
+//!   entries:   key ─▶ QueueEntry
+//!   resources: resource ─▶ tenants: tenant ─▶ BTreeSet<Slot>        (the tenant's own order)
+//!                          heads:   PriorityQueue<tenant, TenantKey>  (tenants by their head)
 //! ```
 //!
-//! Costs: push, remove, head, pop O(log n); a tenant's standing change re-prioritises its k
-//! entries in O(k log n). `position`, `ahead_of` and [`admit`] scan the resource's queue, O(n):
-//! fine for explain and the per-pod gate at the 10⁵ scale, and they never allocate per entry
-//! except `ahead_of`.
+//! Standing is the same for every entry of a tenant, so a tenant's entries keep their order
+//! when it changes: only the tenant's key in each resource's heap of tenants moves.
+//! Costs: push, remove, pop O(log n + log T); a standing change O(R log T) for R resources;
+//! head O(1). [`FairQueue::in_order`] merges the tenants lazily, O(T + m log T) for the first m
+//! entries: the gate walks only as far as it must.
 //!
-//! Must not: decide placement (the filter does), or read the clock (arrival is an argument).
+//! Must not: decide placement or admission (`core::gate` does), or read the clock (arrival
+//! and attained service are arguments).
 
 use std::cmp::Ordering;
-use std::fmt;
+use std::collections::{btree_set, BTreeSet, BinaryHeap};
 use std::hash::{BuildHasherDefault, Hash};
 
 use priority_queue::PriorityQueue;
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHasher};
 
 use super::fairshare::Standing;
-use super::model::{GpuCounts, WorkloadId};
+use super::model::WorkloadId;
 
 /// The default key: a workload's identity. The simulator may use a cheaper key (any
 /// `Clone + Eq + Hash + Ord` type).
 pub type WorkloadKey = WorkloadId;
+
+/// The order of a tenant's own workloads (`queue.withinTenant` in the config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithinTenant {
+    /// Least attained service first (GPU-seconds the workload already received; new work has
+    /// none): short work finishes early, as in Tiresias, without changing the tenant's share.
+    #[default]
+    Las,
+    /// First come, first served.
+    Fifo,
+}
 
 /// One pending workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,58 +67,131 @@ pub struct QueueEntry<K = WorkloadKey> {
     pub priority_class: i32,
     /// When it started waiting, in seconds.
     pub arrival: f64,
+    /// GPU-seconds it received before (a workload rotated out and waiting to resume); 0 for
+    /// new work.
+    pub attained: f64,
 }
 
-/// The heap priority of an entry. `Ord` is "served first is greater", as the heap pops the
-/// greatest: see the module docs for the order.
+/// An entry's place inside its tenant: `Ord` is "served first is smaller".
 #[derive(Clone, Debug)]
-pub struct Priority<K = WorkloadKey> {
-    /// PriorityClass value.
-    pub priority_class: i32,
-    /// The tenant's standing when last (re)prioritised.
-    pub standing: Standing,
-    /// Arrival time in seconds.
-    pub arrival: f64,
-    /// The key, for a deterministic total order.
-    pub key: K,
-    /// The entry's GPUs: no part of the order, carried so the gate's O(n) scan does no lookups.
-    pub gpus: u64,
+struct Slot<K> {
+    class: i32,
+    rank: f64,
+    arrival: f64,
+    key: K,
 }
 
-impl<K: Ord> Ord for Priority<K> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority_class
-            .cmp(&other.priority_class)
-            .then_with(|| other.standing.cmp(&self.standing))
-            .then_with(|| other.arrival.total_cmp(&self.arrival))
-            .then_with(|| other.key.cmp(&self.key))
+impl<K: Ord> Slot<K> {
+    fn of(entry: &QueueEntry<K>, within: WithinTenant) -> Self
+    where
+        K: Clone,
+    {
+        let rank = match within {
+            WithinTenant::Las if entry.attained > 0.0 => entry.attained,
+            WithinTenant::Las => 0.0,
+            WithinTenant::Fifo => entry.arrival,
+        };
+        Slot {
+            class: entry.priority_class,
+            rank,
+            arrival: entry.arrival,
+            key: entry.key.clone(),
+        }
     }
 }
-impl<K: Ord> PartialOrd for Priority<K> {
+
+impl<K: Ord> Ord for Slot<K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .class
+            .cmp(&self.class)
+            .then_with(|| self.rank.total_cmp(&other.rank))
+            .then_with(|| self.arrival.total_cmp(&other.arrival))
+            .then_with(|| self.key.cmp(&other.key))
+    }
+}
+impl<K: Ord> PartialOrd for Slot<K> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<K: Ord> PartialEq for Priority<K> {
+impl<K: Ord> PartialEq for Slot<K> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl<K: Ord> Eq for Priority<K> {}
+impl<K: Ord> Eq for Slot<K> {}
 
-type Heap<K> = PriorityQueue<K, Priority<K>, BuildHasherDefault<FxHasher>>;
-
-#[derive(Clone, Debug)]
-struct TenantIndex<K> {
-    standing: Standing,
-    keys: FxHashSet<K>,
+/// The queue's order over entries of any tenants: `Less` when `a` is served first.
+fn served_first<K: Ord>(a: &Slot<K>, sa: Standing, b: &Slot<K>, sb: Standing) -> Ordering {
+    b.class
+        .cmp(&a.class)
+        .then_with(|| sa.cmp(&sb))
+        .then_with(|| a.cmp(b))
 }
 
-impl<K> Default for TenantIndex<K> {
+/// A tenant's key in a resource's heap of tenants: its head and standing. `Ord` is "served
+/// first is greater", as the heap pops the greatest.
+#[derive(Clone, Debug)]
+struct TenantKey<K> {
+    head: Slot<K>,
+    standing: Standing,
+}
+
+impl<K: Ord> Ord for TenantKey<K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        served_first(&other.head, other.standing, &self.head, self.standing)
+    }
+}
+impl<K: Ord> PartialOrd for TenantKey<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord> PartialEq for TenantKey<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<K: Ord> Eq for TenantKey<K> {}
+
+type Heads<K> = PriorityQueue<String, TenantKey<K>, BuildHasherDefault<FxHasher>>;
+
+/// One resource's queue: each tenant's entries in its own order, tenants by their heads.
+#[derive(Clone, Debug)]
+struct ResourceQueue<K> {
+    tenants: FxHashMap<String, BTreeSet<Slot<K>>>,
+    heads: Heads<K>,
+    len: usize,
+}
+
+impl<K: Ord> Default for ResourceQueue<K> {
     fn default() -> Self {
         Self {
-            standing: Standing::default(),
-            keys: FxHashSet::default(),
+            tenants: FxHashMap::default(),
+            heads: Heads::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: Clone + Ord> ResourceQueue<K> {
+    /// Re-keys `tenant` in the heap after its entries or standing changed.
+    fn rekey(&mut self, tenant: &str, standing: Standing) {
+        match self.tenants.get(tenant).and_then(BTreeSet::first) {
+            Some(head) => {
+                let key = TenantKey {
+                    head: head.clone(),
+                    standing,
+                };
+                if self.heads.change_priority(tenant, key.clone()).is_none() {
+                    self.heads.push(tenant.to_owned(), key);
+                }
+            }
+            None => {
+                self.tenants.remove(tenant);
+                self.heads.remove(tenant);
+            }
         }
     }
 }
@@ -111,93 +200,90 @@ impl<K> Default for TenantIndex<K> {
 /// whose pods are not all bound yet.
 #[derive(Clone, Debug)]
 pub struct FairQueue<K = WorkloadKey> {
+    within: WithinTenant,
     entries: FxHashMap<K, QueueEntry<K>>,
-    queues: FxHashMap<String, Heap<K>>,
-    tenants: FxHashMap<String, TenantIndex<K>>,
+    resources: FxHashMap<String, ResourceQueue<K>>,
+    standings: FxHashMap<String, Standing>,
     admitted: FxHashMap<K, QueueEntry<K>>,
 }
 
 impl<K> Default for FairQueue<K> {
     fn default() -> Self {
         Self {
+            within: WithinTenant::default(),
             entries: FxHashMap::default(),
-            queues: FxHashMap::default(),
-            tenants: FxHashMap::default(),
+            resources: FxHashMap::default(),
+            standings: FxHashMap::default(),
             admitted: FxHashMap::default(),
         }
     }
 }
 
 impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
-    /// An empty queue.
+    /// An empty queue with the default order inside tenants ([`WithinTenant::Las`]).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty queue that orders each tenant's workloads by `within`.
+    pub fn with_order(within: WithinTenant) -> Self {
+        Self {
+            within,
+            ..Self::default()
+        }
+    }
+
+    /// The order inside tenants.
+    pub fn within_tenant(&self) -> WithinTenant {
+        self.within
+    }
+
     /// Queues a workload, replacing any pending or admitted entry with the same key. Its
-    /// priority uses its tenant's current standing (0, "owed everything", for a tenant never
-    /// given one). O(log n).
+    /// place uses its tenant's current standing (0, "owed everything", for a tenant never
+    /// given one). O(log n + log T).
     pub fn push(&mut self, entry: QueueEntry<K>) -> Option<QueueEntry<K>> {
         let old = self.remove(&entry.key);
-        let tenant = self.tenants.entry(entry.tenant.clone()).or_default();
-        tenant.keys.insert(entry.key.clone());
-        let priority = Priority {
-            priority_class: entry.priority_class,
-            standing: tenant.standing,
-            arrival: entry.arrival,
-            key: entry.key.clone(),
-            gpus: entry.gpus,
-        };
-        self.queues
-            .entry(entry.resource.clone())
-            .or_default()
-            .push(entry.key.clone(), priority);
+        let standing = self.standing(&entry.tenant);
+        let queue = self.resources.entry(entry.resource.clone()).or_default();
+        let own = queue.tenants.entry(entry.tenant.clone()).or_default();
+        if own.insert(Slot::of(&entry, self.within)) {
+            queue.len += 1;
+        }
+        queue.rekey(&entry.tenant, standing);
         self.entries.insert(entry.key.clone(), entry);
         old
     }
 
-    /// Removes a pending or admitted workload (it was bound, deleted or suspended). O(log n).
+    /// Removes a pending or admitted workload (it was bound, deleted or suspended).
+    /// O(log n + log T).
     pub fn remove(&mut self, key: &K) -> Option<QueueEntry<K>> {
         if let Some(entry) = self.admitted.remove(key) {
             return Some(entry);
         }
         let entry = self.entries.remove(key)?;
-        if let Some(queue) = self.queues.get_mut(&entry.resource) {
-            queue.remove(key);
-        }
-        self.forget_tenant_key(&entry.tenant, key);
+        self.unlink(&entry);
         Some(entry)
     }
 
-    /// Sets a tenant's standing and re-prioritises its pending entries: O(k log n) for its k
-    /// entries, nothing if the standing did not change.
+    /// Sets a tenant's standing: O(R log T), whatever the number of its entries.
     pub fn set_standing(&mut self, tenant: &str, standing: Standing) {
-        if !self.tenants.contains_key(tenant) {
-            self.tenants
-                .insert(tenant.to_owned(), TenantIndex::default());
+        match self.standings.get_mut(tenant) {
+            Some(s) if *s == standing => return,
+            Some(s) => *s = standing,
+            None => {
+                self.standings.insert(tenant.to_owned(), standing);
+            }
         }
-        let Some(index) = self.tenants.get_mut(tenant) else {
-            return;
-        };
-        if index.standing == standing {
-            return;
-        }
-        index.standing = standing;
-        for key in &index.keys {
-            let Some(entry) = self.entries.get(key) else {
-                continue;
-            };
-            if let Some(queue) = self.queues.get_mut(&entry.resource) {
-                queue.change_priority_by(key, |p| p.standing = standing);
+        for queue in self.resources.values_mut() {
+            if queue.tenants.contains_key(tenant) {
+                queue.rekey(tenant, standing);
             }
         }
     }
 
     /// The standing the queue uses for `tenant` (0 if never set).
     pub fn standing(&self, tenant: &str) -> Standing {
-        self.tenants
-            .get(tenant)
-            .map_or_else(Standing::default, |t| t.standing)
+        self.standings.get(tenant).copied().unwrap_or_default()
     }
 
     /// The pending entry of `key`.
@@ -217,74 +303,72 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
 
     /// Pending workloads waiting for `resource`.
     pub fn len_for(&self, resource: &str) -> usize {
-        self.queues.get(resource).map_or(0, Heap::len)
+        self.resources.get(resource).map_or(0, |q| q.len)
     }
 
     /// Resources with a queue (possibly empty), in no particular order.
     pub fn resources(&self) -> impl Iterator<Item = &str> {
-        self.queues.keys().map(String::as_str)
+        self.resources.keys().map(String::as_str)
     }
 
     /// The workload served next for `resource`. O(1).
     pub fn head(&self, resource: &str) -> Option<&QueueEntry<K>> {
-        let (key, _) = self.queues.get(resource)?.peek()?;
-        self.entries.get(key)
+        let (_, key) = self.resources.get(resource)?.heads.peek()?;
+        self.entries.get(&key.head.key)
     }
 
-    /// Removes and returns the head for `resource` (the simulator's dispatch). O(log n).
+    /// Removes and returns the head for `resource`. O(log n + log T).
     pub fn pop(&mut self, resource: &str) -> Option<QueueEntry<K>> {
-        let (key, _) = self.queues.get_mut(resource)?.pop()?;
-        let entry = self.entries.remove(&key)?;
-        self.forget_tenant_key(&entry.tenant, &key);
-        Some(entry)
+        let key = self.head(resource)?.key.clone();
+        self.remove(&key)
+    }
+
+    /// Every pending workload of `resource`, lazily in order: the first m cost
+    /// O(T + m log T).
+    pub fn in_order<'q>(&'q self, resource: &str) -> InOrder<'q, K> {
+        let mut cursors = BinaryHeap::new();
+        if let Some(queue) = self.resources.get(resource) {
+            for (tenant, own) in &queue.tenants {
+                let mut iter = own.iter();
+                if let Some(head) = iter.next() {
+                    cursors.push(Cursor {
+                        head,
+                        standing: self.standing(tenant),
+                        rest: iter,
+                    });
+                }
+            }
+        }
+        InOrder {
+            entries: &self.entries,
+            cursors,
+        }
     }
 
     /// `(position, total)` of a pending workload in its resource's queue; position 1 is the
-    /// head. O(n) scan of that queue, meant for explain and the gate.
+    /// head. O(position · log T): for explain and tests.
     pub fn position(&self, key: &K) -> Option<(usize, usize)> {
-        let (queue, mine) = self.locate(key)?;
-        let ahead = queue.iter().filter(|(_, p)| *p > mine).count();
-        Some((ahead + 1, queue.len()))
+        let entry = self.entries.get(key)?;
+        let position = self.in_order(&entry.resource).position(|e| &e.key == key)?;
+        Some((position + 1, self.len_for(&entry.resource)))
     }
 
     /// The workloads served before `key`, in order (empty if `key` is not pending).
-    /// O(n + m log m) for m of them.
-    pub fn ahead_of(&self, key: &K) -> impl Iterator<Item = &QueueEntry<K>> {
-        let mut ahead: Vec<(&Priority<K>, &K)> = match self.locate(key) {
-            Some((queue, mine)) => queue
-                .iter()
-                .filter(|(_, p)| *p > mine)
-                .map(|(k, p)| (p, k))
-                .collect(),
-            None => Vec::new(),
-        };
-        ahead.sort_unstable_by(|a, b| b.0.cmp(a.0));
-        ahead.into_iter().filter_map(|(_, k)| self.entries.get(k))
-    }
-
-    /// Every pending workload of `resource`, in order. O(n log n); for explain and tests.
-    pub fn in_order(&self, resource: &str) -> Vec<&QueueEntry<K>> {
-        let Some(queue) = self.queues.get(resource) else {
-            return Vec::new();
-        };
-        let mut all: Vec<(&Priority<K>, &K)> = queue.iter().map(|(k, p)| (p, k)).collect();
-        all.sort_unstable_by(|a, b| b.0.cmp(a.0));
-        all.into_iter()
-            .filter_map(|(_, k)| self.entries.get(k))
-            .collect()
+    pub fn ahead_of<'q>(&'q self, key: &'q K) -> impl Iterator<Item = &'q QueueEntry<K>> {
+        let resource = self.entries.get(key).map_or("", |e| e.resource.as_str());
+        let pending = self.entries.contains_key(key);
+        self.in_order(resource)
+            .take_while(move |e| pending && &e.key != key)
     }
 
     /// Moves a pending workload to the admitted set after the gate let it through, so that all
-    /// its pods pass ([`admit`] answers `AlreadyAdmitted`) even as the first ones bind and use up
-    /// free GPUs. Call [`remove`](Self::remove) once its pods are bound. False if not pending.
+    /// its pods pass even as the first ones bind and use up free GPUs. Call
+    /// [`remove`](Self::remove) once its pods are bound. False if not pending.
     pub fn mark_admitted(&mut self, key: &K) -> bool {
         let Some(entry) = self.entries.remove(key) else {
             return false;
         };
-        if let Some(queue) = self.queues.get_mut(&entry.resource) {
-            queue.remove(key);
-        }
-        self.forget_tenant_key(&entry.tenant, key);
+        self.unlink(&entry);
         self.admitted.insert(key.clone(), entry);
         true
     }
@@ -295,116 +379,72 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
     }
 
     /// Admitted workloads not yet removed. The caller subtracts the GPUs of their unbound pods
-    /// from the free counts it passes to [`admit`].
+    /// from the free GPUs the gate hands out.
     pub fn admitted(&self) -> impl Iterator<Item = &QueueEntry<K>> {
         self.admitted.values()
     }
 
-    fn locate(&self, key: &K) -> Option<(&Heap<K>, &Priority<K>)> {
-        let entry = self.entries.get(key)?;
-        let queue = self.queues.get(&entry.resource)?;
-        let mine = queue.get_priority(key)?;
-        Some((queue, mine))
-    }
-
-    fn forget_tenant_key(&mut self, tenant: &str, key: &K) {
-        if let Some(index) = self.tenants.get_mut(tenant) {
-            index.keys.remove(key);
+    /// Drops `entry` from its resource's queue (it already left `entries`).
+    fn unlink(&mut self, entry: &QueueEntry<K>) {
+        let standing = self.standing(&entry.tenant);
+        let Some(queue) = self.resources.get_mut(&entry.resource) else {
+            return;
+        };
+        let removed = queue
+            .tenants
+            .get_mut(&entry.tenant)
+            .is_some_and(|own| own.remove(&Slot::of(entry, self.within)));
+        if removed {
+            queue.len -= 1;
+            queue.rekey(&entry.tenant, standing);
         }
     }
 }
 
-/// Why a workload was let through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdmitReason {
-    /// It heads its resource's queue.
-    Head,
-    /// Free GPUs cover it and everything ahead of it, so it delays no one.
-    Backfill,
-    /// It was admitted before (its other pods are binding).
-    AlreadyAdmitted,
+/// One tenant's place in a lazy merge: its next entry and the rest.
+struct Cursor<'q, K> {
+    head: &'q Slot<K>,
+    standing: Standing,
+    rest: btree_set::Iter<'q, Slot<K>>,
 }
 
-/// The gate's answer for one workload (and so for every pod of it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// Its pods may be placed.
-    Admit(AdmitReason),
-    /// Not its turn.
-    Wait {
-        /// 1-based position in its resource's queue.
-        position: usize,
-        /// Workloads in that queue.
-        total: usize,
-        /// GPUs of its resource free now.
-        free: u64,
-        /// GPUs it and the workloads ahead of it need together.
-        needed: u64,
-    },
-    /// The workload is neither pending nor admitted; the caller must queue it first.
-    NotQueued,
+impl<K: Ord> Ord for Cursor<'_, K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        served_first(other.head, other.standing, self.head, self.standing)
+    }
+}
+impl<K: Ord> PartialOrd for Cursor<'_, K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord> PartialEq for Cursor<'_, K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<K: Ord> Eq for Cursor<'_, K> {}
+
+/// The entries of one resource in queue order; see [`FairQueue::in_order`].
+pub struct InOrder<'q, K> {
+    entries: &'q FxHashMap<K, QueueEntry<K>>,
+    cursors: BinaryHeap<Cursor<'q, K>>,
 }
 
-impl fmt::Display for Admission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Admission::Admit(AdmitReason::Head) => write!(f, "admitted: head of the queue"),
-            Admission::Admit(AdmitReason::Backfill) => {
-                write!(f, "admitted: backfill, free GPUs cover every workload ahead")
+impl<'q, K: Eq + Hash + Ord> Iterator for InOrder<'q, K> {
+    type Item = &'q QueueEntry<K>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let mut cursor = self.cursors.pop()?;
+            let key = &cursor.head.key;
+            if let Some(next) = cursor.rest.next() {
+                cursor.head = next;
+                self.cursors.push(cursor);
             }
-            Admission::Admit(AdmitReason::AlreadyAdmitted) => write!(f, "admitted earlier"),
-            Admission::Wait {
-                position,
-                total,
-                free,
-                needed,
-            } => write!(
-                f,
-                "waiting: position {position} of {total}; {free} GPUs free, {needed} needed by it and the workloads ahead"
-            ),
-            Admission::NotQueued => write!(f, "not queued"),
-        }
-    }
-}
-
-/// The fair-share gate: admits `key` when it heads its resource's queue, or when the free GPUs
-/// of that resource (`free`, already net of GPUs reserved for admitted workloads) cover it *and*
-/// every workload ahead of it, so backfill never delays anyone ahead. A gang passes whole or not
-/// at all: the queue holds workloads with their total demand. O(n) for a non-head workload.
-pub fn admit<K: Clone + Eq + Hash + Ord>(
-    queue: &FairQueue<K>,
-    key: &K,
-    free: &GpuCounts,
-) -> Admission {
-    if queue.is_admitted(key) {
-        return Admission::Admit(AdmitReason::AlreadyAdmitted);
-    }
-    let Some((heap, mine)) = queue.locate(key) else {
-        return Admission::NotQueued;
-    };
-    if heap.peek().is_some_and(|(k, _)| k == key) {
-        return Admission::Admit(AdmitReason::Head);
-    }
-    let Some(entry) = queue.get(key) else {
-        return Admission::NotQueued;
-    };
-    let mut ahead = 0usize;
-    let mut needed = entry.gpus;
-    for (_, p) in heap.iter() {
-        if p > mine {
-            ahead += 1;
-            needed = needed.saturating_add(p.gpus);
-        }
-    }
-    let free = free.get(&entry.resource).copied().unwrap_or(0);
-    if needed <= free {
-        Admission::Admit(AdmitReason::Backfill)
-    } else {
-        Admission::Wait {
-            position: ahead + 1,
-            total: heap.len(),
-            free,
-            needed,
+            if let Some(entry) = self.entries.get(key) {
+                return Some(entry);
+            }
         }
     }
 }
@@ -421,7 +461,12 @@ mod tests {
             gpus,
             priority_class: class,
             arrival,
+            attained: 0.0,
         }
+    }
+
+    fn keys(q: &FairQueue<u32>) -> Vec<u32> {
+        q.in_order("gpu").map(|e| e.key).collect()
     }
 
     #[test]
@@ -449,19 +494,36 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.pop("gpu"), None);
         assert_eq!(q.position(&2), None);
-        assert_eq!(admit(&q, &2, &GpuCounts::new()), Admission::NotQueued);
+        assert_eq!(q.ahead_of(&2).count(), 0);
     }
 
     #[test]
-    fn wait_message_names_position() {
+    fn las_serves_the_least_attained_first_inside_a_tenant_only() {
+        let mut q = FairQueue::new();
+        q.set_standing("a", Standing::new(0.5));
+        q.set_standing("b", Standing::new(0.2));
+        let mut resumed = entry(1, "a", 1, 0, 0.0);
+        resumed.attained = 7200.0;
+        q.push(resumed);
+        q.push(entry(2, "a", 1, 0, 5.0));
+        q.push(entry(3, "b", 1, 0, 9.0));
+        // b is further below its share; inside a, the new workload passes the resumed one.
+        assert_eq!(keys(&q), vec![3, 2, 1]);
+        let mut fifo = FairQueue::with_order(WithinTenant::Fifo);
+        fifo.set_standing("a", Standing::new(0.5));
+        fifo.push(q.get(&1).cloned().unwrap_or_else(|| entry(1, "a", 1, 0, 0.0)));
+        fifo.push(entry(2, "a", 1, 0, 5.0));
+        assert_eq!(keys(&fifo), vec![1, 2]);
+    }
+
+    #[test]
+    fn ahead_of_lists_the_entries_served_first() {
         let mut q = FairQueue::new();
         q.push(entry(1, "a", 4, 0, 0.0));
         q.push(entry(2, "b", 2, 0, 1.0));
-        let free = GpuCounts::from([("gpu".to_string(), 3)]);
-        let answer = admit(&q, &2, &free);
-        assert_eq!(
-            answer.to_string(),
-            "waiting: position 2 of 2; 3 GPUs free, 6 needed by it and the workloads ahead"
-        );
+        q.push(entry(3, "a", 2, 0, 2.0));
+        let ahead: Vec<u32> = q.ahead_of(&3).map(|e| e.key).collect();
+        assert_eq!(ahead, vec![1, 2]);
+        assert_eq!(q.position(&3), Some((3, 3)));
     }
 }

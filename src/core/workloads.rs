@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use super::cluster::ClusterSnapshot;
+use super::feasibility::Pool;
 use super::fairshare::{self, SharePolicy, Standing, TenantLoad};
 use super::model::{GpuCounts, GpuNode, GpuPod, WorkloadId};
 use super::queue::{FairQueue, QueueEntry};
@@ -190,6 +191,14 @@ impl Workload {
         self.bound.get(resource).copied().unwrap_or(0)
     }
 
+    /// GPUs still reserved for it (admitted, not all bound yet); 0 otherwise.
+    pub fn reserved_gpus(&self) -> u64 {
+        self.contribution
+            .as_ref()
+            .filter(|c| c.reserved)
+            .map_or(0, |c| c.gpus)
+    }
+
     /// Active pods without a node.
     pub fn pending_pods(&self) -> usize {
         self.pending_pods
@@ -258,6 +267,7 @@ impl Aggregate {
             gpus: pending.max(gang),
             priority_class: self.priority.unwrap_or(0),
             arrival: self.arrival.unwrap_or(f64::INFINITY),
+            attained: 0.0,
         })
     }
 }
@@ -284,6 +294,10 @@ struct ReleaseRate {
 pub struct Workloads {
     capacity: GpuCounts,
     free: GpuCounts,
+    /// Ready, schedulable nodes by free and by allocatable GPUs, per resource: the gate's
+    /// supply (`core::gate::ClusterSupply`).
+    free_pools: FxHashMap<String, Pool>,
+    capacity_pools: FxHashMap<String, Pool>,
     reserved: GpuCounts,
     tenants: FxHashMap<String, TenantBook>,
     workloads: FxHashMap<WorkloadId, Workload>,
@@ -314,6 +328,16 @@ impl Workloads {
     /// Free GPUs of ready, schedulable nodes, per resource (reservations not subtracted).
     pub fn free(&self, resource: &str) -> u64 {
         self.free.get(resource).copied().unwrap_or(0)
+    }
+
+    /// Ready, schedulable nodes by free GPUs of `resource` (reservations not subtracted).
+    pub fn free_pool(&self, resource: &str) -> Pool {
+        self.free_pools.get(resource).cloned().unwrap_or_default()
+    }
+
+    /// Ready, schedulable nodes by allocatable GPUs of `resource`.
+    pub fn capacity_pool(&self, resource: &str) -> Pool {
+        self.capacity_pools.get(resource).cloned().unwrap_or_default()
     }
 
     /// GPUs reserved for admitted workloads whose pods are not all bound yet.
@@ -567,6 +591,8 @@ impl Workloads {
         for (r, &a) in &node.allocatable {
             bump(&mut self.capacity, r, a, true);
             bump(&mut self.free, r, node.free(r), true);
+            self.capacity_pools.entry(r.clone()).or_default().add(a);
+            self.free_pools.entry(r.clone()).or_default().add(node.free(r));
         }
     }
 
@@ -578,6 +604,12 @@ impl Workloads {
         for (r, &a) in &node.allocatable {
             bump(&mut self.capacity, r, a, false);
             bump(&mut self.free, r, node.free(r), false);
+            if let Some(pool) = self.capacity_pools.get_mut(r) {
+                pool.remove(a);
+            }
+            if let Some(pool) = self.free_pools.get_mut(r) {
+                pool.remove(node.free(r));
+            }
         }
     }
 
@@ -585,6 +617,8 @@ impl Workloads {
     pub(super) fn clear_nodes(&mut self) {
         self.capacity.clear();
         self.free.clear();
+        self.capacity_pools.clear();
+        self.free_pools.clear();
     }
 
     /// A pod was added (`old == None`), changed, or removed (`new == None`). Only pods that
@@ -653,6 +687,7 @@ impl Workloads {
                 gpus: reservation.gpus,
                 priority_class: 0,
                 arrival: reservation.arrival,
+                attained: 0.0,
             };
             w.admitted = Some(reservation);
             self.queue.push(entry);

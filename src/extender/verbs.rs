@@ -17,6 +17,7 @@ use crate::controller::held_events;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
+use crate::state::fairshare::{GateDecision, Held};
 use crate::state::translate;
 use crate::wire::{
     self, ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
@@ -118,14 +119,18 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
 
     let now = unix_now();
     // The fair-share gate first: a pod whose turn has not come is held on every node.
+    let rules = telemetry_rules(ctx, now);
     let outcome = match ctx.view.gate_pod(&pod, &ctx.config.gate) {
-        Some(reason) => {
+        GateDecision::Hold(held) => {
             if let Some(tx) = &ctx.held_events {
-                held_events::notify(tx, held_pod(&pod, &reason));
+                held_events::notify(tx, held_pod(&pod, &held));
             }
-            gate::reject_all(&names, reason)
+            gate::reject_all(&names, held.reason)
         }
-        None => placement::filter(&ctx.view.read(), &pod, &names, &telemetry_rules(ctx, now)),
+        GateDecision::Pass => placement::filter(&ctx.view.read(), &pod, &names, &rules),
+        GateDecision::PassExcept { nodes, reason } => {
+            gate::reject_nodes(placement::filter(&ctx.view.read(), &pod, &names, &rules), &nodes, reason)
+        }
     };
 
     let nodes = candidates.raw.map(|raw| NodeList {
@@ -246,12 +251,13 @@ fn full_pod_candidate(pod: &Pod) -> Option<Candidate> {
 }
 
 /// The held-pod notice of a pod the gate rejected.
-fn held_pod(pod: &GpuPod, reason: &std::sync::Arc<str>) -> held_events::HeldPod {
+fn held_pod(pod: &GpuPod, held: &Held) -> held_events::HeldPod {
     held_events::HeldPod {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
         uid: pod.uid.clone(),
-        reason: reason.clone(),
+        reason: held.reason.clone(),
+        unplaceable: held.unplaceable.is_some(),
     }
 }
 

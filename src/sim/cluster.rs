@@ -84,6 +84,7 @@ struct Node {
 struct Pool {
     model: String,
     free: u64,
+    capacity: u64,
     /// `buckets[f]` = nodes of this pool with exactly `f` free GPUs.
     buckets: Vec<Vec<u32>>,
 }
@@ -113,6 +114,7 @@ impl SimCluster {
                     c.pools.push(Pool {
                         model: g.model.clone(),
                         free: 0,
+                        capacity: 0,
                         buckets: Vec::new(),
                     });
                     c.pools.len() - 1
@@ -128,6 +130,7 @@ impl SimCluster {
                 });
                 c.bucket_insert(id);
                 c.set_free(id, g.gpus_per_node);
+                c.pools[pool].capacity += u64::from(g.gpus_per_node);
             }
         }
         c.capacity = c.free;
@@ -147,6 +150,16 @@ impl SimCluster {
     /// The largest gang that can be placed now (the most free GPUs in one pool).
     pub fn largest_fit(&self) -> u64 {
         self.pools.iter().map(|p| p.free).max().unwrap_or(0)
+    }
+
+    /// Each pool's free GPUs and capacity (gangs never span pools), in pool order.
+    pub fn pools(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.pools.iter().map(|p| (p.free, p.capacity))
+    }
+
+    /// The largest gang that could ever be placed (the largest pool's capacity).
+    pub fn largest_pool(&self) -> u64 {
+        self.pools().map(|(_, c)| c).max().unwrap_or(0)
     }
 
     /// Number of nodes.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::config::GateConfig;
 use crate::core::explain::{self, Explanation};
 use crate::core::fairshare::SharePolicy;
+use crate::core::feasibility::NeverFit;
 use crate::core::gate::{self, GateVerdict};
 use crate::core::ledger::Ledger;
 use crate::core::model::GpuCounts;
@@ -35,19 +36,44 @@ pub type SharedLedger = Arc<parking_lot::Mutex<Ledger>>;
 /// cycle or two behind, at a cost of O(T log T) per resource when something changed.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 
+/// A pod the gate holds back: the reason for every node, and, when it can never fit, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The rejection reason sent to kube-scheduler.
+    pub reason: Arc<str>,
+    /// Set when the workload can never fit (a Warning Event, not a wait).
+    pub unplaceable: Option<NeverFit>,
+}
+
+/// What the gate lets placement do with one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Placement decides alone.
+    Pass,
+    /// Placement decides, but these nodes are kept for the reservation holder: reject them
+    /// with `reason`.
+    PassExcept {
+        /// The reserved nodes.
+        nodes: Vec<String>,
+        /// Why, for the scheduler.
+        reason: Arc<str>,
+    },
+    /// Reject every node.
+    Hold(Held),
+}
+
 impl ClusterView {
-    /// The fair-share gate for `pod` (see `core::gate`): `Some(reason)` when every node must be
-    /// rejected with it, `None` when placement may go on. Admits the pod's workload when its
+    /// The fair-share gate for `pod` (see `core::gate`). Admits the pod's workload when its
     /// turn has come (a short write lock; the decision is re-checked under it).
-    pub fn gate_pod(&self, pod: &GpuPod, config: &GateConfig) -> Option<Arc<str>> {
+    pub fn gate_pod(&self, pod: &GpuPod, config: &GateConfig) -> GateDecision {
         let verdict = gate::check(&self.read(), pod, config.enabled);
         let verdict = match verdict {
-            GateVerdict::Admit(_) => {
+            GateVerdict::Admit(_) | GateVerdict::Backfill { .. } => {
                 let mut snapshot = self.snapshot.write();
                 let again = gate::check(&snapshot, pod, config.enabled);
                 let admitted = match &again {
-                    GateVerdict::Admit(reason) => {
-                        tracing::debug!(workload = %pod.workload, ?reason, "Admitted a workload.");
+                    GateVerdict::Admit(_) | GateVerdict::Backfill { .. } => {
+                        tracing::debug!(workload = %pod.workload, verdict = ?again, "Admitted a workload.");
                         snapshot.workloads_mut().admit(&pod.workload)
                     }
                     _ => false,
@@ -59,8 +85,25 @@ impl ClusterView {
             other => other,
         };
         match verdict {
-            GateVerdict::Hold(reason) => Some(reason),
-            _ => None,
+            GateVerdict::Hold(reason) => GateDecision::Hold(Held {
+                reason,
+                unplaceable: None,
+            }),
+            GateVerdict::Unplaceable(why, reason) => GateDecision::Hold(Held {
+                reason,
+                unplaceable: Some(why),
+            }),
+            GateVerdict::Backfill {
+                reserved_nodes,
+                holder,
+            } if !reserved_nodes.is_empty() => GateDecision::PassExcept {
+                nodes: reserved_nodes,
+                reason: format!(
+                    "rota: node reserved for {holder}, the workload ahead in the fair-share queue"
+                )
+                .into(),
+            },
+            _ => GateDecision::Pass,
         }
     }
 

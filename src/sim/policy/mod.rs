@@ -6,7 +6,7 @@
 //! | `quota` | static weighted quota: tenant t holds at most ⌊w_t·C⌋ GPUs; idle quota stays idle |
 //! | `fair`  | instantaneous weighted fair share, no preemption |
 //! | `las`   | Tiresias discretised 2D-LAS with preemption |
-//! | `rota`  | the production queue ordering, gate, usage-corrected entitlements and rotation planner |
+//! | `rota`  | the production queue, gate, usage-corrected entitlements and rotation planner |
 //!
 //! Every policy keeps its pending jobs in [`ClassQueue`]s (one ordered set per gang size), so
 //! "the first job in order that fits in k free GPUs" costs O(gang sizes · log n), never a scan
@@ -24,7 +24,7 @@ pub use fair::Fair;
 pub use fifo::Fifo;
 pub use las::{Las, LasConfig, DEFAULT_THRESHOLDS};
 pub use quota::Quota;
-pub use rota::{Backfill, Rota, RotaSettings, MAX_CLAIMS};
+pub use rota::{Rota, RotaSettings, MAX_CLAIMS};
 
 use super::engine::{JobId, Policy};
 use super::trace::Trace;

@@ -1,52 +1,49 @@
-//! `rota`: the production pieces driving the simulator — the fair-share queue order (the rule
-//! of [`crate::core::queue`]), the gate, usage-corrected entitlements ([`entitlements`] over a
-//! decayed [`Ledger`]) and the rotation planner ([`crate::core::rotation::plan`]) on every tick.
+//! `rota`: the production engine driving the simulator — the fair-share queue
+//! ([`FairQueue`], the extender's), the gate's walk with reservation and backfill
+//! ([`gate::walk`], [`gate::due_evictions`]), usage-corrected entitlements ([`entitlements`]
+//! over a decayed [`Ledger`]) and the rotation planner ([`crate::core::rotation::plan`]).
 //!
 //! ```text
-//!   arrival ─▶ queue (priority, standing, arrival) ─▶ gate ─▶ Sim::start
+//!   arrival ─▶ FairQueue (priority, standing, within tenant: LAS or FIFO) ─▶ gate::walk ─▶ Sim::start
 //!   tick (rotation.intervalSeconds) ─▶ ledger ─▶ entitlements ─▶ standings into the queue
 //!                                    └─▶ plan ─▶ Sim::suspend (victims back into the queue)
 //!                                              └─▶ Sim::start (the claims GPUs were freed for)
 //! ```
 //!
-//! The queue keeps the production order (higher PriorityClass, then lower tenant standing
-//! `held / entitled`, then earlier arrival) per tenant, so a standing change costs O(1) and the
-//! first job in order that fits costs O(T · gang sizes · log n); `core::queue::FairQueue`
-//! re-prioritises a tenant's entries on every standing change, too slow for a 52,849-job
-//! replay with a standing change per tenant every tick.
-//!
 //! Modelling choices: the ledger is charged with each tenant's exact holdings between calls
 //! (holdings only change inside engine events, each followed by a call here); entitlements and
 //! queue standings are refreshed on ticks, as the live refresh is periodic; every gang may span
-//! nodes (as [`crate::sim::SimCluster::place`] places it), so the planner sees the pool as one
-//! site ([`Spread::AnyNodes`]) whose free GPUs are the largest fit; a rotated-out job re-enters
-//! the queue with its original arrival (its tenant's fair-share position) and resumes through
-//! the gate. The gate admits the head while it fits, then backfills behind a blocked head as
-//! [`Backfill`] says (default: only into GPUs the head cannot use after the next plan). The
-//! claims a plan freed GPUs for start at once (the live loop admits them). At most
-//! [`MAX_CLAIMS`] queue entries are offered to the planner per tick, and only over-share
-//! tenants' jobs as victims (the planner ignores the others).
+//! the nodes of one pool (as [`crate::sim::SimCluster::place`] places it), so the gate's supply
+//! is each pool's free GPUs and the planner sees the pool as one site ([`Spread::AnyNodes`])
+//! whose free GPUs are the largest fit; a rotated-out job re-enters the queue with its
+//! original arrival and the GPU-seconds it attained, and resumes through the gate. The
+//! reservation holder keeps the pool where it fits soonest, so with one pool (the default
+//! homogeneous cluster) GPUs released while a large gang waits are kept for it until it
+//! fits: at most its size minus one GPU idles meanwhile. The claims a plan freed GPUs for start
+//! at once (the live loop admits them). At most [`MAX_CLAIMS`] queue entries are offered to
+//! the planner per tick, and only over-share tenants' jobs as victims (the planner ignores
+//! the others).
 //!
 //! Per tick, the planner input is not rebuilt: each job's `WaitingWorkload` /
-//! `RunningWorkload` (with their strings) is built once when it is queued or started and kept
-//! in `Slots`; a tick lends the entries it offers to a reused [`PlanInput`] and takes them back
-//! after the plan. A tick plans only when some tenant is owed more than the margin, another is
-//! over it, and some running job passes the planner's own victim test as far as it depends on
-//! the job (`may_be_victim`); otherwise the plan is provably empty. Only such jobs are offered
-//! as victims, in job order (the planner's input order). To find them without a pass over
-//! every running job, running jobs are kept per tenant in start order: only tenants over the
-//! margin are read, each only as far as runs old enough to pass the shortest quantum. None of
-//! this changes a plan.
+//! `RunningWorkload` is built once when it is queued or started and kept in `Slots`; a tick
+//! lends the entries it offers to a reused [`PlanInput`] and takes them back after the plan.
+//! A tick plans only when some tenant is owed more than the margin, another is over it, and
+//! some running job passes the planner's own victim test as far as it depends on the job
+//! (`may_be_victim`); otherwise the plan is provably empty. Running jobs are kept per tenant
+//! in start order, so only tenants over the margin are read. None of this changes a plan.
 //!
-//! Must not: scan all jobs per event (it keeps its own running set and queue), or read a clock.
+//! Must not: keep a queue order of its own (the queue is [`FairQueue`]), scan all jobs per
+//! event, or read a clock.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 
-use super::{rank, ClassQueue, Rank};
 use crate::config::{QuantumConfig, RotaConfig};
-use crate::core::fairshare::{entitlements, SharePolicy, Standing, TenantLoad};
+use crate::core::fairshare::{entitlements, SharePolicy, TenantLoad};
+use crate::core::feasibility::{Fit, NeverFit};
+use crate::core::gate::{self, Step, Supply};
 use crate::core::ledger::Ledger;
+use crate::core::queue::{FairQueue, QueueEntry, WithinTenant};
 use crate::core::rotation::{
     plan, Limits, Plan, PlanInput, ResourceState, RotationHistory, RunningWorkload, Spread,
     TenantShare, WaitingWorkload,
@@ -118,27 +115,12 @@ pub struct RotaSettings {
     pub limits: Limits,
     /// Quanta per kind (`quantum.*`; Jobs 600 s by default).
     pub quantum: QuantumConfig,
-    /// Half-life of decayed usage (`usage.halfLifeSeconds`, default 7 days).
+    /// Half-life of decayed usage (`usage.halfLifeSeconds`).
     pub half_life_seconds: f64,
-    /// What the gate does behind a head that does not fit. Default
-    /// [`Backfill::NeverDelayHead`].
-    pub backfill: Backfill,
+    /// Order inside a tenant (`queue.withinTenant`).
+    pub within: WithinTenant,
     /// The config, for weights and groups.
     pub config: RotaConfig,
-}
-
-/// The gate's rule for jobs behind a head that does not fit the free GPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backfill {
-    /// Backfill only into free GPUs beyond those the head must find free after the next plan
-    /// (its need minus what its tenant is owed beyond the margin): a backfilled job never takes
-    /// GPUs the head could start on. `core::queue::admit` is the same rule without the credit
-    /// for what a plan may free.
-    #[default]
-    NeverDelayHead,
-    /// Backfill any job that fits, in queue order (work-conserving; a large head may wait
-    /// until its tenant's share or a quiet period lets it start).
-    Free,
 }
 
 impl RotaSettings {
@@ -149,7 +131,7 @@ impl RotaSettings {
             limits: Limits::from_config(&config.rotation),
             quantum: config.quantum.clone(),
             half_life_seconds: config.usage.half_life_seconds,
-            backfill: Backfill::default(),
+            within: config.queue.within_tenant,
             config: config.clone(),
         }
     }
@@ -190,80 +172,66 @@ impl Default for RotaSettings {
     }
 }
 
-/// Pending jobs in the queue's order, kept per tenant (module docs).
-#[derive(Debug)]
-struct Pending {
-    order: Vec<BTreeSet<Rank>>,
-    sizes: Vec<ClassQueue>,
-    standing: Vec<Standing>,
+/// The simulated pools as the gate's supply: free GPUs and capacity per pool (a gang spans
+/// the nodes of one pool, never two).
+struct SimSupply {
+    pools: Vec<(u64, u64)>,
 }
 
-/// The position of a job in the queue: PriorityClass (negated), tenant standing, arrival.
-type Key = (i64, Standing, JobId);
-
-impl Pending {
-    fn new(tenants: usize) -> Self {
+impl SimSupply {
+    fn of(sim: &Sim<'_>) -> Self {
         Self {
-            order: vec![BTreeSet::new(); tenants],
-            sizes: vec![ClassQueue::default(); tenants],
-            standing: vec![Standing::default(); tenants],
+            pools: sim.cluster().pools().collect(),
         }
     }
 
-    fn key(&self, t: usize, r: Rank) -> Key {
-        (r.0, self.standing[t], r.1)
+    fn largest_free(&self) -> u64 {
+        self.pools.iter().map(|&(free, _)| free).max().unwrap_or(0)
     }
+}
 
-    fn push(&mut self, t: usize, gpus: u32, r: Rank) {
-        self.order[t].insert(r);
-        self.sizes[t].insert(gpus, r);
-    }
-
-    fn remove(&mut self, t: usize, gpus: u32, r: Rank) -> bool {
-        self.sizes[t].remove(gpus, r);
-        self.order[t].remove(&r)
-    }
-
-    /// The job served next: `(tenant, rank)`.
-    fn head(&self) -> Option<(usize, Rank)> {
-        (0..self.order.len())
-            .filter_map(|t| self.order[t].first().map(|&r| (self.key(t, r), t, r)))
-            .min()
-            .map(|(_, t, r)| (t, r))
-    }
-
-    /// The first job in order of at most `limit` GPUs: `(tenant, rank)`.
-    fn first_fitting(&self, limit: u64) -> Option<(usize, Rank)> {
-        (0..self.sizes.len())
-            .filter_map(|t| {
-                let (r, _) = self.sizes[t].first_fitting(limit)?;
-                Some((self.key(t, r), t, r))
+impl Supply<JobId> for SimSupply {
+    fn fit(&self, entry: &QueueEntry<JobId>) -> Fit {
+        let largest = self.pools.iter().map(|&(_, c)| c).max().unwrap_or(0);
+        if self.pools.is_empty() {
+            Fit::Never(NeverFit::NoNodes)
+        } else if entry.gpus > largest {
+            Fit::Never(NeverFit::GangTooLarge {
+                gpus: entry.gpus,
+                capacity: largest,
             })
-            .min()
-            .map(|(_, t, r)| (t, r))
+        } else if self.largest_free() >= entry.gpus {
+            Fit::Now
+        } else {
+            Fit::Later
+        }
     }
 
-    /// The first `n` jobs in order (a merge of the tenants' ordered sets).
-    fn in_order(&self, n: usize) -> Vec<JobId> {
-        let mut iters: Vec<_> = self.order.iter().map(|o| o.iter()).collect();
-        let mut heap = BinaryHeap::new();
-        for (t, it) in iters.iter_mut().enumerate() {
-            if let Some(&r) = it.next() {
-                heap.push(Reverse((self.key(t, r), t)));
-            }
+    /// As `SimCluster::place`: the pool with the fewest free GPUs that holds it.
+    fn take(&mut self, entry: &QueueEntry<JobId>) {
+        let pool = (self.pools.iter_mut())
+            .filter(|(free, _)| *free >= entry.gpus)
+            .min_by_key(|(free, _)| *free);
+        if let Some((free, _)) = pool {
+            *free -= entry.gpus;
         }
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let Some(Reverse((key, t))) = heap.pop() else {
-                break;
-            };
-            out.push(key.2);
-            if let Some(&r) = iters[t].next() {
-                heap.push(Reverse((self.key(t, r), t)));
-            }
-        }
-        out
     }
+
+    fn exhausted(&self) -> bool {
+        self.largest_free() == 0
+    }
+
+    /// The pool where it fits soonest (the most free GPUs among pools that can hold it) is
+    /// kept for it: its free GPUs are no one else's.
+    fn reserve(&mut self, entry: &QueueEntry<JobId>) {
+        let pool = (self.pools.iter_mut())
+            .filter(|(_, c)| *c >= entry.gpus)
+            .max_by_key(|(free, _)| *free);
+        if let Some((free, _)) = pool {
+            *free = 0;
+        }
+    }
+
 }
 
 /// A run's start as a key that sorts like the number (`f64::total_cmp` order).
@@ -321,7 +289,12 @@ pub struct Rota {
     /// Holdings at the end of the last call (what was held since then).
     charged: Vec<f64>,
     entitled: Vec<f64>,
-    pending: Pending,
+    /// The production queue.
+    queue: FairQueue<JobId>,
+    /// Per tenant, its pending jobs by gang size (for the `may_cover` bound only).
+    sizes: Vec<BTreeMap<u64, u32>>,
+    /// The reservation holder of the last gate walk.
+    holder: Option<JobId>,
     running: Running,
     /// The jobs `may_be_victim` passed this tick (a reused buffer).
     victims: Vec<JobId>,
@@ -348,6 +321,12 @@ struct Slots {
 }
 
 impl Rota {
+    /// The job holding the reservation after the last gate walk: the first in queue order
+    /// that fits only once others release GPUs.
+    pub fn reservation_holder(&self) -> Option<JobId> {
+        self.holder
+    }
+
     /// A `rota` policy for `trace` with `settings`. Tenant weights are the trace's (which the
     /// CLI already took from the config when one was given); groups come from the config.
     pub fn new(trace: &Trace, settings: RotaSettings) -> Self {
@@ -362,6 +341,7 @@ impl Rota {
             share = share.with_tenant(&t.name, t.weight, group);
         }
         let tenants = trace.tenants.len();
+        let within = settings.within;
         Self {
             ledger: Ledger::new(settings.half_life_seconds).ok(),
             settings,
@@ -369,7 +349,9 @@ impl Rota {
             names: trace.tenants.iter().map(|t| t.name.clone()).collect(),
             charged: vec![0.0; tenants],
             entitled: vec![0.0; tenants],
-            pending: Pending::new(tenants),
+            queue: FairQueue::with_order(within),
+            sizes: vec![BTreeMap::new(); tenants],
+            holder: None,
             running: Running::new(tenants, trace.jobs.len()),
             victims: Vec::new(),
             largest: Vec::new(),
@@ -386,8 +368,17 @@ impl Rota {
 
     fn enqueue(&mut self, sim: &Sim<'_>, job: JobId) {
         let spec = sim.spec(job);
-        self.pending
-            .push(spec.tenant, spec.gpus, rank(spec.priority, job));
+        let gpus = u64::from(spec.gpus);
+        self.queue.push(QueueEntry {
+            key: job,
+            tenant: self.names[spec.tenant].clone(),
+            resource: GPU_RESOURCE.into(),
+            gpus,
+            priority_class: spec.priority,
+            arrival: spec.arrival,
+            attained: sim.attained(job),
+        });
+        *self.sizes[spec.tenant].entry(gpus).or_default() += 1;
         let entry = WaitingWorkload {
             id: self.workload_id(sim, job),
             tenant: self.names[spec.tenant].clone(),
@@ -406,8 +397,14 @@ impl Rota {
             *slot = None;
         }
         let spec = sim.spec(job);
-        self.pending
-            .remove(spec.tenant, spec.gpus, rank(spec.priority, job))
+        let sizes = &mut self.sizes[spec.tenant];
+        if let Some(n) = sizes.get_mut(&u64::from(spec.gpus)) {
+            *n -= 1;
+            if *n == 0 {
+                sizes.remove(&u64::from(spec.gpus));
+            }
+        }
+        self.queue.remove(&job).is_some()
     }
 
     /// Charges the ledger with what each tenant held since the last call.
@@ -448,7 +445,7 @@ impl Rota {
         let e = entitlements(&self.share, sim.capacity() as f64, &loads);
         for (i, e) in e.iter().enumerate() {
             self.entitled[i] = e.entitled;
-            self.pending.standing[i] = e.standing;
+            self.queue.set_standing(&self.names[i], e.standing);
         }
     }
 
@@ -487,8 +484,9 @@ impl Rota {
         }
         let owed =
             |(t, &e): (&TenantState, &f64)| sane(e) - sane(t.held as f64) > limits.margin_gpus;
-        (tenants.enumerate())
-            .any(|(i, te)| owed(te) && self.pending.sizes[i].first_fitting(reach).is_some())
+        (tenants.enumerate()).any(|(i, te)| {
+            owed(te) && self.sizes[i].first_key_value().is_some_and(|(&g, _)| g <= reach)
+        })
     }
 
     /// Collects into `victims` the running jobs that pass the planner's victim test as far
@@ -569,7 +567,7 @@ impl Rota {
                 slots.lent_running.push(job);
             }
         }
-        for job in self.pending.in_order(MAX_CLAIMS) {
+        for job in self.queue.in_order(GPU_RESOURCE).take(MAX_CLAIMS).map(|e| e.key) {
             if let Some(w) = slots.waiting.get_mut(job as usize).and_then(Option::take) {
                 self.buffer.waiting.push(w);
                 slots.lent_waiting.push(job);
@@ -658,20 +656,6 @@ impl Rota {
         true
     }
 
-    /// GPUs a blocked head of `gpus` GPUs of tenant `t` must find free: its need minus what
-    /// the next plan may free for it (what its tenant is owed, when beyond the margin).
-    fn head_keep(&self, sim: &Sim<'_>, t: usize, gpus: u64) -> u64 {
-        if self.settings.backfill == Backfill::Free {
-            return 0;
-        }
-        let owed = self.entitled[t] - sim.tenants()[t].held as f64;
-        let rotatable = if owed > self.settings.limits.margin_gpus {
-            owed.floor() as u64
-        } else {
-            0
-        };
-        gpus.saturating_sub(rotatable)
-    }
 }
 
 impl Policy for Rota {
@@ -716,28 +700,33 @@ impl Policy for Rota {
         self.snapshot(sim);
     }
 
-    /// The gate: start the head while it fits. Behind a head that does not fit, backfill in
-    /// queue order only into free GPUs beyond what the head must find free (see
-    /// `head_keep`), so a backfill never takes GPUs the head could start on after the next
-    /// plan.
+    /// The gate: `gate::walk` over the production queue admits, in order, every job the free
+    /// GPUs hold; the first that fits only later holds the reservation (the pool where it fits
+    /// soonest is kept for it), and jobs behind it are backfilled into the other pools.
     fn schedule(&mut self, sim: &mut Sim<'_>) {
         self.charge(sim);
-        while let Some((t, head)) = self.pending.head() {
-            let gpus = sim.spec(head.1).gpus as u64;
-            let free = sim.largest_fit();
-            let job = if gpus <= free {
-                head.1
-            } else {
-                let keep = self.head_keep(sim, t, gpus);
-                match self.pending.first_fitting(free.saturating_sub(keep)) {
-                    Some((_, r)) if free > keep => r.1,
-                    _ => break,
-                }
-            };
-            if !self.launch(sim, job) {
-                break;
+        let smallest = (self.sizes.iter())
+            .filter_map(|s| s.first_key_value().map(|(&g, _)| g))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut supply = SimSupply::of(sim);
+        let (mut admitted, mut holder) = (Vec::new(), None);
+        gate::walk(&self.queue, GPU_RESOURCE, &mut supply, |e, step, left| {
+            match step {
+                Step::Admit { .. } => admitted.push(e.key),
+                Step::Reserve => holder = Some(e.key),
+                Step::Wait | Step::Never(_) => {}
             }
+            // Past the holder, only jobs that fit the free GPUs left can still be admitted.
+            match holder.is_some() && left.largest_free() < smallest {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        });
+        for job in admitted {
+            self.launch(sim, job);
         }
+        self.holder = holder;
         self.snapshot(sim);
     }
 }
