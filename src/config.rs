@@ -107,7 +107,8 @@ pub struct TenantConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct UsageConfig {
-    /// Half-life of decayed usage. Default 604800 (7 days, as Slurm).
+    /// Half-life of decayed usage. Default 3600 (1 hour: six Job quanta, one VM quantum), so
+    /// usage evens out the lag of rotation while entitlements follow the weighted share now.
     pub half_life_seconds: f64,
     /// Charge per GPU-second by GPU product (matched exactly against `nvidia.com/gpu.product`):
     /// an H100-hour is not a T4-hour. Default empty.
@@ -143,7 +144,7 @@ pub struct RotationConfig {
     /// Seconds between ticks. Default 30.
     pub interval_seconds: u64,
     /// A waiting tenant must be below its entitlement by more than this many GPUs before
-    /// anything is rotated (hysteresis). Default 1.
+    /// anything is rotated (hysteresis). Default 0.5: entitlements rounded to whole GPUs.
     pub margin_gpus: f64,
     /// At most this many rotations per tick. Default 4.
     pub max_per_tick: u32,

@@ -45,5 +45,6 @@ pub fn settings() -> ViewSettings {
     ViewSettings {
         gpu_resources: vec![GPU.into(), "nvidia.com/GA102GL_A10".into()],
         tenant_label: "rota.io/tenant".into(),
+        within_tenant: Default::default(),
     }
 }

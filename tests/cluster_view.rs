@@ -16,6 +16,7 @@ fn settings() -> ViewSettings {
     ViewSettings {
         gpu_resources: vec![GPU.into(), A10.into()],
         tenant_label: "rota.io/tenant".into(),
+        within_tenant: Default::default(),
     }
 }
 

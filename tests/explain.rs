@@ -225,8 +225,8 @@ fn the_estimate_follows_the_release_rate() {
         e.estimated_start
     );
 
-    // A 16-GPU pod waits: 9 more GPUs at 6 per 600 s take 900 s.
-    apply_pod(&f.view, "huge", "bio", 16, None);
+    // An 8-GPU pod waits for GPUs to be released, at 6 per 600 s (one per 100 s).
+    apply_pod(&f.view, "huge", "bio", 8, None);
     f.refresher.tick(NOW + 600.0);
     let (_, value, _) = get(&f.extender, "/v1/explain/lab/huge");
     let e: Explanation = serde_json::from_value(value).unwrap();
@@ -235,6 +235,42 @@ fn the_estimate_follows_the_release_rate() {
     assert!(
         (seconds - needed as f64 * 100.0).abs() < 1e-6,
         "{seconds} for {needed}"
+    );
+}
+
+#[test]
+fn a_pod_larger_than_every_node_is_explained_as_never_fitting() {
+    let mut f = fixture();
+    scenario(&mut f);
+    apply_pod(&f.view, "huge", "bio", 16, None);
+    f.refresher.tick(NOW + 600.0);
+    let (_, value, _) = get(&f.extender, "/v1/explain/lab/huge");
+    let e: Explanation = serde_json::from_value(value).unwrap();
+    assert_eq!(e.estimated_start.seconds, None);
+    assert!(
+        e.gate.starts_with(
+            "can never fit: one pod asks for 16 GPUs but the largest node it may use has 8"
+        ),
+        "{}",
+        e.gate
+    );
+    assert!(
+        e.estimated_start.basis.starts_with("never:"),
+        "{:?}",
+        e.estimated_start
+    );
+    // It holds no one up: the 4-GPU pod behind it is not told to wait for it.
+    let (_, value, _) = get(&f.extender, "/v1/explain/lab/bio");
+    let bio: Explanation = serde_json::from_value(value).unwrap();
+    assert!(!bio.gate.contains("huge"), "{}", bio.gate);
+    let (_, _, text) = get(&f.extender, "/metrics");
+    assert_eq!(
+        metric(
+            &text,
+            "rota_unplaceable_workloads{reason=\"pod_too_large\",tenant=\"bio\"}"
+        ),
+        Some(1.0),
+        "{text}"
     );
 }
 
@@ -290,6 +326,21 @@ fn metrics_export_tenant_shares_usage_fairness_and_queue_waits() {
     let created = 1_735_693_200.0; // 2025-01-01T01:00:00Z
     assert_eq!(count, Some(1.0));
     assert_eq!(sum, Some(NOW + 10.0 - created));
+    // The long-run figure: in those 10 s every tenant had work waiting; physics held 6 GPUs,
+    // and by weight and demand alone (4, 2, 7 on 8 GPUs) bio and physics were entitled to 3
+    // each, chem to its 2.
+    let total = |tenant: &str, what: &str| {
+        metric(
+            &text,
+            &format!("rota_tenant_{what}_gpu_seconds_total{{tenant=\"{tenant}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("{tenant} {what} in\n{text}"))
+    };
+    assert_eq!(total("physics", "received"), 60.0);
+    assert_eq!(total("bio", "received"), 0.0);
+    assert!((total("bio", "entitled") - 30.0).abs() < 1e-9);
+    assert!((total("physics", "entitled") - 30.0).abs() < 1e-9);
+    assert!((total("chem", "entitled") - 20.0).abs() < 1e-9);
 }
 
 #[tokio::test]

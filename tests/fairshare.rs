@@ -14,7 +14,6 @@ use rota::core::fairshare::{
     TenantLoad, DEFAULT_USAGE_EXPONENT_CAP,
 };
 use rota::core::ledger::{parse_record, Ledger, LedgerRecord, TenantRecord};
-use rota::core::model::GpuCounts;
 use std::ops::ControlFlow;
 
 use rota::core::feasibility::{Demand, Fit, Pool};
@@ -680,7 +679,13 @@ fn queue_of(jobs: &[generators::WorkloadSpec]) -> FairQueue<u32> {
     for (i, w) in jobs.iter().enumerate() {
         let tenant = tenant_name(w.tenant);
         q.set_standing(&tenant, Standing::new(w.tenant as f64));
-        q.push(item(i as u32, &tenant, w.gpus, w.priority, w.arrival_tick as f64));
+        q.push(item(
+            i as u32,
+            &tenant,
+            w.gpus,
+            w.priority,
+            w.arrival_tick as f64,
+        ));
     }
     q
 }

@@ -169,7 +169,7 @@ fn busy_cluster(ctx: &Context) {
 const NODES: [&str; 2] = ["n1", "n2"];
 
 #[test]
-fn the_head_is_admitted_and_a_pod_behind_a_waiting_gang_is_held_with_the_reason() {
+fn a_gang_that_fits_only_later_holds_the_reservation_and_a_pod_behind_it_waits() {
     let ctx = context(ValidConfig::default());
     busy_cluster(&ctx);
     // The gang counts whole (2 × 4 GPUs) although only one of its pods exists yet.
@@ -183,27 +183,33 @@ fn the_head_is_admitted_and_a_pod_behind_a_waiting_gang_is_held_with_the_reason(
     assert_eq!(entry.gpus, 8);
     drop(state);
 
-    let answer = filter(
-        &ctx,
-        &PodSpec {
-            created: "2025-01-01T00:02:00Z",
-            ..PodSpec::new("chem", "chem", 2)
-        },
-        &NODES,
+    // 4 GPUs are free: the gang waits, whole, and holds the reservation (n2, the node with
+    // the free GPUs, is kept for it).
+    let gang = gang_pod("bio-0", "bio-train", "bio", 4, 2);
+    let reason = held_reason(&filter(&ctx, &gang, &NODES), &NODES);
+    assert!(
+        reason.contains("position 1 of 2")
+            && reason.contains("4 GPUs free, it needs 8: it holds the reservation"),
+        "{reason}"
     );
-    let reason = held_reason(&answer, &NODES);
-    // Capacity 16 over demands physics 12, bio 8, chem 2, equal weights.
+    let chem = PodSpec {
+        created: "2025-01-01T00:02:00Z",
+        ..PodSpec::new("chem", "chem", 2)
+    };
+    let reason = held_reason(&filter(&ctx, &chem, &NODES), &NODES);
+    // Capacity 16 over demands chem 2, physics 12, bio 8, equal weights.
     let shares = water_fill(16.0, &[2.0, 12.0, 8.0], &[1.0, 1.0, 1.0]);
     assert_eq!(
         reason,
         format!(
-            "rota: waiting for fair share: position 2 of 2 for {GPU}; tenant chem holds 0 GPUs, entitled to {}; 4 GPUs free, 10 needed by it and the workloads ahead",
+            "rota: waiting for fair share: position 2 of 2 for {GPU}; tenant chem holds 0 GPUs, entitled to {}; 4 GPUs free, 10 needed by it and the workloads ahead; job/lab/bio-train holds the reservation for 8",
             gpus(shares[0])
         )
     );
 
-    let answer = filter(&ctx, &gang_pod("bio-0", "bio-train", "bio", 4, 2), &NODES);
-    passed(&answer, &NODES);
+    // Physics releases 8 GPUs: the gang fits now and is admitted whole.
+    ctx.view.delete_pod_key("uid-phys-a");
+    passed(&filter(&ctx, &gang, &NODES), &NODES);
     assert!(ctx
         .view
         .read()
@@ -238,20 +244,28 @@ fn an_over_share_tenant_is_told_its_holding_and_entitlement() {
 fn a_gang_is_all_or_nothing_and_its_reservation_is_not_backfilled() {
     let ctx = context(ValidConfig::default());
     busy_cluster(&ctx);
+    // Physics releases n1: the gang (2 × 4) fits and is admitted whole.
+    ctx.view.delete_pod_key("uid-phys-a");
     passed(
         &filter(&ctx, &gang_pod("bio-0", "bio-train", "bio", 4, 2), &NODES),
         &NODES,
     );
-    // The gang's first pod binds on the 4 free GPUs; its second pod appears.
+    // The gang's first pod binds on n2's 4 free GPUs; its second pod appears. Physics
+    // takes n1 back meanwhile, leaving 4 free there.
     PodSpec {
         node: Some("n2"),
         ..gang_pod("bio-0", "bio-train", "bio", 4, 2)
     }
     .apply(&ctx);
+    PodSpec {
+        node: Some("n1"),
+        ..PodSpec::new("phys-a", "physics", 4)
+    }
+    .apply(&ctx);
     let second = gang_pod("bio-1", "bio-train", "bio", 4, 2);
     second.apply(&ctx);
     assert_eq!(ctx.view.read().workloads().reserved(GPU), 4);
-    // Its second pod passes without any free GPU: the gang was admitted whole.
+    // Its second pod passes: the gang was admitted whole.
     passed(&filter(&ctx, &second, &NODES), &NODES);
     // chem now heads the queue but cannot take what the gang still needs.
     let chem = PodSpec {
@@ -260,15 +274,15 @@ fn a_gang_is_all_or_nothing_and_its_reservation_is_not_backfilled() {
     };
     let reason = held_reason(&filter(&ctx, &chem, &NODES), &NODES);
     assert!(reason.contains("position 1 of 1"), "{reason}");
-    assert!(reason.contains("0 GPUs free, 2 needed"), "{reason}");
-    // Once physics releases 8 GPUs and the gang's last pod binds, chem's turn comes.
-    ctx.view.delete_pod_key("uid-phys-a");
+    assert!(reason.contains("0 GPUs free, it needs 2"), "{reason}");
+    // Once the gang's last pod binds (n1 then holds 8), physics releases 4: chem's turn.
     PodSpec {
         node: Some("n1"),
         ..second
     }
     .apply(&ctx);
     assert_eq!(ctx.view.read().workloads().reserved(GPU), 0);
+    ctx.view.delete_pod_key("uid-phys-b");
     passed(&filter(&ctx, &chem, &NODES), &NODES);
 }
 

@@ -161,6 +161,7 @@ fn hysteresis_leaves_gaps_within_the_margin() {
         vec![run("a1", "a", "n1", 1), run("b0", "b", "n2", 3)],
         vec![wait("b1", "b", 1)],
     );
+    i.limits.margin_gpus = 1.0;
     assert!(plan(&i, &RotationHistory::new()).is_empty());
     i.resources[0].tenants[1].held = 2.5;
     assert_eq!(out_names(&plan(&i, &RotationHistory::new())), ["a1"]);

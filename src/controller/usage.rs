@@ -176,6 +176,8 @@ mod tests {
     fn config() -> ValidConfig {
         let mut c = RotaConfig::default();
         c.usage.device_weights.insert("H100".into(), 4.0);
+        // A week: the charges below are compared without decay over their 30 s.
+        c.usage.half_life_seconds = 7.0 * 24.0 * 3600.0;
         c.validate().expect("valid")
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::model::{GpuCounts, GpuNode, GpuPod};
+use super::queue::WithinTenant;
 use super::telemetry::NodeTelemetry;
 use super::workloads::Workloads;
 
@@ -28,6 +29,13 @@ impl ClusterSnapshot {
     /// An empty cluster.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty snapshot whose queue orders each tenant's workloads by `within`.
+    pub fn with_queue_order(within: WithinTenant) -> Self {
+        let mut snapshot = Self::default();
+        snapshot.workloads.set_queue_order(within);
+        snapshot
     }
 
     /// Looks a node up by name.

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::cluster::ClusterSnapshot;
 use super::fairshare::SharePolicy;
 use super::gate::primary_resource;
-use super::model::GpuPod;
 use super::gate::{turn_of, ClusterSupply, Step, Turn};
+use super::model::GpuPod;
 
 /// At most this many workloads ahead are listed.
 pub const MAX_AHEAD: usize = 10;
@@ -147,12 +147,16 @@ pub fn explain(
     let mut supply = ClusterSupply::new(cluster, r);
     let available = supply.free_gpus();
     let turn = turn_of(queue, key, &mut supply);
-    let gpus_ahead = turn
-        .as_ref()
-        .map_or(0, |t| t.needed.saturating_sub(gpus));
+    let gpus_ahead = turn.as_ref().map_or(0, |t| t.needed.saturating_sub(gpus));
     let pod_state = pod_state(cluster, pod);
     let estimate = match (&pod_state, &turn) {
-        (PodState::Waiting, Some(Turn { step: Step::Never(why), .. })) => StartEstimate {
+        (
+            PodState::Waiting,
+            Some(Turn {
+                step: Step::Never(why),
+                ..
+            }),
+        ) => StartEstimate {
             seconds: None,
             at_unix_seconds: None,
             basis: format!("never: {why}"),

@@ -219,7 +219,8 @@ impl Pool {
             return true;
         }
         let (full, rest) = demand.pods();
-        for size in std::iter::repeat_n(demand.per_pod, full as usize).chain((rest > 0).then_some(rest))
+        for size in
+            std::iter::repeat_n(demand.per_pod, full as usize).chain((rest > 0).then_some(rest))
         {
             match self.best_fit(size) {
                 Some(node) => self.shrink(node, size),

@@ -46,9 +46,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::cluster::ClusterSnapshot;
+use super::feasibility::{Demand, Fit, NeverFit, Pool};
 use super::model::{GpuNode, GpuPod, WorkloadId};
 use super::placement::FilterOutcome;
-use super::feasibility::{Demand, Fit, NeverFit, Pool};
 use super::queue::{FairQueue, QueueEntry};
 use super::workloads::counts_capacity;
 
@@ -142,7 +142,11 @@ where
     let (mut ahead, mut needed, mut holder) = (0usize, 0u64, None);
     walk(queue, &entry.resource, supply, |e, step, _| {
         if &e.key == key {
-            let position = if matches!(step, Step::Never(_)) { 0 } else { ahead + 1 };
+            let position = if matches!(step, Step::Never(_)) {
+                0
+            } else {
+                ahead + 1
+            };
             turn = Some(Turn {
                 step,
                 position,
@@ -417,10 +421,12 @@ pub fn reject_nodes<'n>(
     reserved: &[String],
     reason: Arc<str>,
 ) -> FilterOutcome<'n> {
-    let (kept, passed): (Vec<&'n str>, Vec<&'n str>) = (outcome.passed.iter())
-        .partition(|n| reserved.iter().any(|r| r == *n));
+    let (kept, passed): (Vec<&'n str>, Vec<&'n str>) =
+        (outcome.passed.iter()).partition(|n| reserved.iter().any(|r| r == *n));
     outcome.passed = passed;
-    outcome.failed.extend(kept.into_iter().map(|n| (n, reason.clone())));
+    outcome
+        .failed
+        .extend(kept.into_iter().map(|n| (n, reason.clone())));
     outcome
 }
 

@@ -93,7 +93,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// An empty ledger forgetting usage with `half_life_seconds` (config default 7 days).
+    /// An empty ledger forgetting usage with `half_life_seconds` (config default 1 hour).
     pub fn new(half_life_seconds: f64) -> Result<Self> {
         if !(half_life_seconds.is_finite() && half_life_seconds > 0.0) {
             return Err(Error::InvalidHalfLife(half_life_seconds));

@@ -511,7 +511,11 @@ mod tests {
         assert_eq!(keys(&q), vec![3, 2, 1]);
         let mut fifo = FairQueue::with_order(WithinTenant::Fifo);
         fifo.set_standing("a", Standing::new(0.5));
-        fifo.push(q.get(&1).cloned().unwrap_or_else(|| entry(1, "a", 1, 0, 0.0)));
+        fifo.push(
+            q.get(&1)
+                .cloned()
+                .unwrap_or_else(|| entry(1, "a", 1, 0, 0.0)),
+        );
         fifo.push(entry(2, "a", 1, 0, 5.0));
         assert_eq!(keys(&fifo), vec![1, 2]);
     }

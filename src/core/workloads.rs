@@ -33,10 +33,10 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use super::cluster::ClusterSnapshot;
-use super::feasibility::Pool;
 use super::fairshare::{self, SharePolicy, Standing, TenantLoad};
+use super::feasibility::{Demand, NeverFit, Pool};
 use super::model::{GpuCounts, GpuNode, GpuPod, WorkloadId};
-use super::queue::{FairQueue, QueueEntry};
+use super::queue::{FairQueue, QueueEntry, WithinTenant};
 
 /// At most this many bound waits are kept until [`Workloads::drain_bound_waits`]; later ones are
 /// dropped (and counted) so that a view nobody drains cannot grow without bound.
@@ -102,8 +102,22 @@ pub struct TenantShare {
     pub pending: f64,
     /// GPUs it is entitled to.
     pub entitled: f64,
+    /// GPUs it is entitled to by weight and demand alone (no usage correction): the
+    /// simulator's reference for `received_over_entitled`.
+    pub plain_entitled: f64,
     /// Decayed usage passed to the refresh.
     pub usage: f64,
+}
+
+/// GPU-seconds a tenant received and was entitled to (plain water-filling), summed over
+/// resources, while it had work waiting: the long-run fairness figure, as the simulator's
+/// `received_over_entitled` defines it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BacklogTotals {
+    /// GPU-seconds held while backlogged.
+    pub received: f64,
+    /// GPU-seconds entitled while backlogged.
+    pub entitled: f64,
 }
 
 /// Entitlements of one resource at the last refresh.
@@ -310,6 +324,7 @@ pub struct Workloads {
     /// GPUs of workloads rotated out (suspended Jobs, halted VMs), per tenant: they have no
     /// pods, but their tenants still want the GPUs, so they count as pending demand.
     dormant: BTreeMap<String, GpuCounts>,
+    backlog: BTreeMap<String, BacklogTotals>,
 }
 
 /// Whether a node's GPUs count towards capacity: ready and not cordoned.
@@ -337,7 +352,10 @@ impl Workloads {
 
     /// Ready, schedulable nodes by allocatable GPUs of `resource`.
     pub fn capacity_pool(&self, resource: &str) -> Pool {
-        self.capacity_pools.get(resource).cloned().unwrap_or_default()
+        self.capacity_pools
+            .get(resource)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// GPUs reserved for admitted workloads whose pods are not all bound yet.
@@ -447,6 +465,7 @@ impl Workloads {
     /// `usage` (any unit, the same for every tenant), pushes each tenant's standing into the
     /// queue and keeps the figures (see [`Self::report`]). Also updates the release rate.
     pub fn refresh(&mut self, policy: &SharePolicy, usage: impl Fn(&str) -> f64, now: f64) {
+        self.accumulate_backlog(now);
         let mut report = FairShareReport {
             at: now,
             ..FairShareReport::default()
@@ -468,6 +487,51 @@ impl Workloads {
         }
         self.update_release_rates(now);
         self.report = Some(report);
+    }
+
+    /// Per tenant, GPU-seconds received and entitled while it had work waiting, since this
+    /// state was created (integrated between refreshes from the previous refresh's figures).
+    pub fn backlog_totals(&self) -> &BTreeMap<String, BacklogTotals> {
+        &self.backlog
+    }
+
+    /// Adds what each tenant backlogged at the last refresh held and was entitled to since.
+    fn accumulate_backlog(&mut self, now: f64) {
+        let Some(last) = &self.report else {
+            return;
+        };
+        let dt = now - last.at;
+        if !(dt.is_finite() && dt > 0.0) {
+            return;
+        }
+        for shares in last.resources.values() {
+            for (tenant, s) in &shares.tenants {
+                if s.pending <= 0.0 {
+                    continue;
+                }
+                let t = self.backlog.entry(tenant.clone()).or_default();
+                t.received += s.held * dt;
+                t.entitled += s.plain_entitled * dt;
+            }
+        }
+    }
+
+    /// Every queued workload that can never fit, with its tenant and why. O(n) over the
+    /// queue: for metrics, not the request path.
+    pub fn unplaceable(&self) -> Vec<(&QueueEntry, NeverFit)> {
+        let mut out = Vec::new();
+        for resource in self.queue.resources() {
+            let capacity = self.capacity_pool(resource);
+            for entry in self.queue.in_order(resource) {
+                let per_pod = self
+                    .workload(&entry.key)
+                    .map_or(entry.gpus, |w| w.per_pod(resource));
+                if let Err(why) = capacity.check(Demand::new(entry.gpus, per_pod)) {
+                    out.push((entry, why));
+                }
+            }
+        }
+        out
     }
 
     /// Replaces the demand of rotated-out workloads (per tenant and resource); it joins the
@@ -527,6 +591,11 @@ impl Workloads {
             .collect();
         let capacity = self.capacity(resource);
         let result = fairshare::entitlements(policy, capacity as f64, &loads);
+        let plain_loads: Vec<TenantLoad<'_>> = loads
+            .iter()
+            .map(|l| TenantLoad { usage: 0.0, ..*l })
+            .collect();
+        let plain = fairshare::entitlements(policy, capacity as f64, &plain_loads);
         let ratios: Vec<f64> = result
             .iter()
             .filter(|e| e.entitled > 0.0)
@@ -535,13 +604,15 @@ impl Workloads {
         let tenants = loads
             .iter()
             .zip(&result)
-            .map(|(l, e)| {
+            .zip(&plain)
+            .map(|((l, e), p)| {
                 let share = TenantShare {
                     weight: e.weight,
                     effective_weight: e.effective_weight,
                     held: e.held,
                     pending: l.pending,
                     entitled: e.entitled,
+                    plain_entitled: p.entitled,
                     usage: l.usage,
                 };
                 (l.tenant.to_owned(), share)
@@ -583,6 +654,23 @@ impl Workloads {
 
     // === hooks called by ClusterSnapshot ===
 
+    /// Sets the order inside tenants; queued workloads are kept and re-ordered.
+    pub(super) fn set_queue_order(&mut self, within: WithinTenant) {
+        let old = std::mem::replace(&mut self.queue, FairQueue::with_order(within));
+        for tenant in self.report.iter().flat_map(|r| r.standings.iter()) {
+            self.queue.set_standing(tenant.0, *tenant.1);
+        }
+        for resource in old.resources().map(str::to_owned).collect::<Vec<_>>() {
+            for entry in old.in_order(&resource) {
+                self.queue.push(entry.clone());
+            }
+        }
+        for entry in old.admitted() {
+            self.queue.push(entry.clone());
+            self.queue.mark_admitted(&entry.key);
+        }
+    }
+
     /// Counts a node's capacity and free GPUs (if it is ready and schedulable).
     pub(super) fn node_in(&mut self, node: &GpuNode) {
         if !counts_capacity(node) {
@@ -592,7 +680,10 @@ impl Workloads {
             bump(&mut self.capacity, r, a, true);
             bump(&mut self.free, r, node.free(r), true);
             self.capacity_pools.entry(r.clone()).or_default().add(a);
-            self.free_pools.entry(r.clone()).or_default().add(node.free(r));
+            self.free_pools
+                .entry(r.clone())
+                .or_default()
+                .add(node.free(r));
         }
     }
 
@@ -665,7 +756,7 @@ impl Workloads {
         self.tenants.clear();
         self.workloads.clear();
         self.reserved.clear();
-        self.queue = FairQueue::new();
+        self.queue = FairQueue::with_order(self.queue.within_tenant());
         if let Some(report) = &self.report {
             for (tenant, &standing) in &report.standings {
                 self.queue.set_standing(tenant, standing);

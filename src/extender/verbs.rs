@@ -128,9 +128,11 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
             gate::reject_all(&names, held.reason)
         }
         GateDecision::Pass => placement::filter(&ctx.view.read(), &pod, &names, &rules),
-        GateDecision::PassExcept { nodes, reason } => {
-            gate::reject_nodes(placement::filter(&ctx.view.read(), &pod, &names, &rules), &nodes, reason)
-        }
+        GateDecision::PassExcept { nodes, reason } => gate::reject_nodes(
+            placement::filter(&ctx.view.read(), &pod, &names, &rules),
+            &nodes,
+            reason,
+        ),
     };
 
     let nodes = candidates.raw.map(|raw| NodeList {

@@ -22,6 +22,7 @@ use std::collections::BinaryHeap;
 use super::cluster::{ClusterSpec, Placement, SimCluster};
 use super::report::Recorder;
 use super::trace::{JobSpec, Trace};
+use crate::core::feasibility::Pool;
 
 /// Index of a job in its [`Trace`] (also its arrival rank).
 pub type JobId = u32;
@@ -60,6 +61,9 @@ pub enum JobStatus {
     Suspended,
     /// Completed.
     Done,
+    /// It can never fit the cluster (a gang larger than every pool): reported, never queued,
+    /// so it stalls no one.
+    Unplaceable,
 }
 
 /// The dynamic state of one job.
@@ -323,8 +327,15 @@ impl<'t> Sim<'t> {
         }));
     }
 
-    fn arrive(&mut self, job: JobId) {
+    /// Admits an arrival into the system; false (and marked [`JobStatus::Unplaceable`]) when
+    /// its gang is larger than every pool, as `core::feasibility` classifies it.
+    fn arrive(&mut self, job: JobId) -> bool {
         let spec = self.spec(job);
+        let pools = Pool::of(self.cluster.pools().map(|(_, capacity)| capacity));
+        if pools.largest() < u64::from(spec.gpus) {
+            self.jobs[job as usize].status = JobStatus::Unplaceable;
+            return false;
+        }
         self.in_system += 1;
         let s = &mut self.jobs[job as usize];
         s.status = JobStatus::Pending;
@@ -336,6 +347,7 @@ impl<'t> Sim<'t> {
             self.recorder.backlog_started(spec.tenant, self.now);
         }
         self.entitlements_stale = true;
+        true
     }
 
     fn finish(&mut self, job: JobId) {
@@ -452,9 +464,10 @@ pub fn run(
             let id = next as JobId;
             next += 1;
             handled += 1;
-            sim.arrive(id);
-            policy.on_arrival(&sim, id);
-            changed = true;
+            if sim.arrive(id) {
+                policy.on_arrival(&sim, id);
+                changed = true;
+            }
         }
         if changed {
             sim.refresh();

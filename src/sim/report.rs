@@ -288,6 +288,8 @@ pub struct TenantSummary {
     pub jct_mean: f64,
     /// ρ_t (makespan shared / makespan alone on its static partition).
     pub rho: Option<f64>,
+    /// Its jobs that can never fit the cluster (never queued).
+    pub unplaceable: usize,
     /// Suspensions of its jobs.
     pub preemptions: u64,
     /// GPU-seconds of work lost to them.
@@ -305,8 +307,11 @@ pub struct PolicySummary {
     pub jobs: usize,
     /// Jobs counted in job statistics (arrived after the warm-up and completed).
     pub jobs_measured: usize,
-    /// Jobs that never completed (for example a gang larger than any quota).
+    /// Jobs that never completed (for example a gang larger than any quota), unplaceable
+    /// ones excluded.
     pub jobs_unfinished: usize,
+    /// Jobs that can never fit the cluster (a gang larger than every pool): never queued.
+    pub jobs_unplaceable: usize,
     /// Warm-up actually excluded, seconds.
     pub warmup_seconds: f64,
     /// Job completion time, seconds.
@@ -362,6 +367,9 @@ pub fn summarize(trace: &Trace, run: &RunOutcome, alone: &[Option<f64>]) -> Poli
     let done: Vec<usize> = (0..trace.jobs.len())
         .filter(|&i| run.jobs[i].status == JobStatus::Done)
         .collect();
+    let unplaceable: Vec<usize> = (0..trace.jobs.len())
+        .filter(|&i| run.jobs[i].status == JobStatus::Unplaceable)
+        .collect();
     let mine: Vec<usize> = done.iter().copied().filter(|&i| measured(i)).collect();
     let per_job = |f: &dyn Fn(usize) -> f64| Stats::of(mine.iter().map(|&i| f(i)).collect());
     let rho: Vec<f64> = mine.iter().map(|&i| job_rho(trace, run, i, c)).collect();
@@ -383,7 +391,8 @@ pub fn summarize(trace: &Trace, run: &RunOutcome, alone: &[Option<f64>]) -> Poli
         capacity_gpus: run.capacity,
         jobs: trace.jobs.len(),
         jobs_measured: mine.len(),
-        jobs_unfinished: trace.jobs.len() - done.len(),
+        jobs_unfinished: trace.jobs.len() - done.len() - unplaceable.len(),
+        jobs_unplaceable: unplaceable.len(),
         warmup_seconds: rec.start,
         jct: per_job(&|i| jct(trace, &run.jobs[i], i)),
         queueing_delay: per_job(&|i| {
@@ -450,9 +459,14 @@ fn tenant_summaries(
     let (mut jobs, mut gpu_s) = (vec![0usize; n], vec![0.0; n]);
     let (mut first, mut last) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
     let mut finished_all = vec![true; n];
+    let mut unplaceable = vec![0usize; n];
     for (spec, s) in trace.jobs.iter().zip(&run.jobs) {
         let t = spec.tenant;
         jobs[t] += 1;
+        if s.status == JobStatus::Unplaceable {
+            unplaceable[t] += 1;
+            continue;
+        }
         gpu_s[t] += spec.gpus as f64 * spec.duration;
         first[t] = first[t].min(spec.arrival);
         match s.completion {
@@ -494,6 +508,7 @@ fn tenant_summaries(
                     .flatten()
                     .filter(|_| finished_all[t] && jobs[t] > 0)
                     .and_then(|a| ratio(shared, a)),
+                unplaceable: unplaceable[t],
                 preemptions: acc.preemptions,
                 lost_gpu_seconds: acc.lost_gpu_seconds,
             }
@@ -568,6 +583,23 @@ pub fn tenants_csv(summary: &PolicySummary) -> String {
         ));
     }
     out
+}
+
+/// One line naming the jobs that can never fit the cluster, per tenant; `None` when there are
+/// none.
+pub fn unplaceable_note(s: &PolicySummary) -> Option<String> {
+    if s.jobs_unplaceable == 0 {
+        return None;
+    }
+    let per_tenant: Vec<String> = (s.tenants.iter())
+        .filter(|t| t.unplaceable > 0)
+        .map(|t| format!("{} {}", t.name, t.unplaceable))
+        .collect();
+    Some(format!(
+        "unplaceable: {} jobs ask for more GPUs than any node pool of this cluster holds; they were reported, not queued ({})",
+        s.jobs_unplaceable,
+        per_tenant.join(", ")
+    ))
 }
 
 /// A fixed-width table, one row per policy; `timing[i]` is `(wall seconds, events/s)` of row i.

@@ -10,6 +10,12 @@
 //! | `rota_tenant_pending_workloads` | tenant | live view |
 //! | `rota_tenant_usage_gpu_seconds` | tenant, kind (allocated, measured) | ledger, as of its last tick |
 //! | `rota_fairness_jain_index` | resource | last refresh, `held / entitled` over tenants |
+//! | `rota_unplaceable_workloads` | tenant, reason | queued workloads that can never fit |
+//! | `rota_tenant_received_gpu_seconds_total` | tenant | GPU-seconds held while it had work waiting |
+//! | `rota_tenant_entitled_gpu_seconds_total` | tenant | GPU-seconds entitled (weights and demand, no usage correction) while it had work waiting |
+//!
+//! The two `_total` counters define the long-run fairness figure exactly as the simulator's
+//! `received_over_entitled` does: their ratio per tenant (1 is its fair share).
 //! | `rota_queue_wait_seconds` | resource | histogram, when a queued workload binds |
 //!
 //! Tenants are those that hold or wait for GPUs, were in the last refresh, or are in the ledger:
@@ -21,7 +27,7 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, Opts, Registry};
+use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry};
 
 use crate::core::fairshare::SharePolicy;
 
@@ -75,6 +81,9 @@ struct Gauges {
     pending: GaugeVec,
     usage: GaugeVec,
     jain: GaugeVec,
+    unplaceable: GaugeVec,
+    received: CounterVec,
+    entitled_total: CounterVec,
 }
 
 impl Gauges {
@@ -117,10 +126,29 @@ impl Gauges {
                 "Jain's fairness index of allocated/entitled over tenants with an entitlement (1 is fair, 1/n the worst).",
                 &["resource"],
             )?,
+            unplaceable: vec(
+                "rota_unplaceable_workloads",
+                "Queued workloads that can never fit any node they may use (they hold no one up), by reason.",
+                &["tenant", "reason"],
+            )?,
+            received: CounterVec::new(
+                Opts::new(
+                    "rota_tenant_received_gpu_seconds_total",
+                    "GPU-seconds the tenant held while it had work waiting.",
+                ),
+                &["tenant"],
+            )?,
+            entitled_total: CounterVec::new(
+                Opts::new(
+                    "rota_tenant_entitled_gpu_seconds_total",
+                    "GPU-seconds the tenant was entitled to by weight and demand while it had work waiting.",
+                ),
+                &["tenant"],
+            )?,
         })
     }
 
-    fn all(&self) -> [&GaugeVec; 7] {
+    fn all(&self) -> [&dyn Collector; 10] {
         [
             &self.weight,
             &self.entitled,
@@ -129,6 +157,9 @@ impl Gauges {
             &self.pending,
             &self.usage,
             &self.jain,
+            &self.unplaceable,
+            &self.received,
+            &self.entitled_total,
         ]
     }
 }
@@ -168,6 +199,19 @@ impl FairShareCollector {
                 g.pending
                     .with_label_values(&[tenant])
                     .set(book.pending_workloads as f64);
+            }
+            for (entry, why) in state.unplaceable() {
+                g.unplaceable
+                    .with_label_values(&[entry.tenant.as_str(), why.code()])
+                    .inc();
+            }
+            for (tenant, totals) in state.backlog_totals() {
+                g.received
+                    .with_label_values(&[tenant.as_str()])
+                    .inc_by(totals.received.max(0.0));
+                g.entitled_total
+                    .with_label_values(&[tenant.as_str()])
+                    .inc_by(totals.entitled.max(0.0));
             }
             for resource in &self.view.settings().gpu_resources {
                 let shares = report.and_then(|r| r.resources.get(resource));

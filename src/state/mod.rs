@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::config::ValidConfig;
 use crate::core::model::GpuCounts;
+use crate::core::queue::WithinTenant;
 use crate::core::telemetry::NodeTelemetry;
 use crate::core::{ClusterSnapshot, GpuNode, GpuPod};
 
@@ -37,6 +38,8 @@ pub struct ViewSettings {
     pub gpu_resources: Vec<String>,
     /// Pod label naming the tenant.
     pub tenant_label: String,
+    /// Order of a tenant's own waiting workloads (`queue.withinTenant`).
+    pub within_tenant: WithinTenant,
 }
 
 impl ViewSettings {
@@ -45,6 +48,7 @@ impl ViewSettings {
         Self {
             gpu_resources: config.gpu_resources.clone(),
             tenant_label: config.tenant_label.clone(),
+            within_tenant: config.queue.within_tenant,
         }
     }
 }
@@ -62,10 +66,12 @@ impl ClusterView {
     /// An empty, not yet synced view at generation 0.
     pub fn new(settings: ViewSettings) -> Self {
         Self {
-            settings,
-            snapshot: parking_lot::RwLock::new(ClusterSnapshot::new()),
+            snapshot: parking_lot::RwLock::new(ClusterSnapshot::with_queue_order(
+                settings.within_tenant,
+            )),
             synced: AtomicBool::new(false),
             generation: watch::Sender::new(0),
+            settings,
         }
     }
 

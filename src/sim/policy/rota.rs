@@ -231,7 +231,6 @@ impl Supply<JobId> for SimSupply {
             *free = 0;
         }
     }
-
 }
 
 /// A run's start as a key that sorts like the number (`f64::total_cmp` order).
@@ -485,7 +484,10 @@ impl Rota {
         let owed =
             |(t, &e): (&TenantState, &f64)| sane(e) - sane(t.held as f64) > limits.margin_gpus;
         (tenants.enumerate()).any(|(i, te)| {
-            owed(te) && self.sizes[i].first_key_value().is_some_and(|(&g, _)| g <= reach)
+            owed(te)
+                && self.sizes[i]
+                    .first_key_value()
+                    .is_some_and(|(&g, _)| g <= reach)
         })
     }
 
@@ -567,7 +569,12 @@ impl Rota {
                 slots.lent_running.push(job);
             }
         }
-        for job in self.queue.in_order(GPU_RESOURCE).take(MAX_CLAIMS).map(|e| e.key) {
+        for job in self
+            .queue
+            .in_order(GPU_RESOURCE)
+            .take(MAX_CLAIMS)
+            .map(|e| e.key)
+        {
             if let Some(w) = slots.waiting.get_mut(job as usize).and_then(Option::take) {
                 self.buffer.waiting.push(w);
                 slots.lent_waiting.push(job);
@@ -655,7 +662,6 @@ impl Rota {
         }
         true
     }
-
 }
 
 impl Policy for Rota {
