@@ -574,3 +574,80 @@ fn pods_carry_their_times_class_gang_and_quantum_and_bad_annotations_are_explain
         "{reason}"
     );
 }
+
+/// The case seen on a real kube-scheduler: two nodes of 4 GPUs, all 8 held by tenant a's
+/// one-GPU pods; tenant c asks for one pod of 5 GPUs (no node can ever hold it), b queues four
+/// one-GPU pods and a two more. Four of a's pods end: b gets all four GPUs, a waits for its
+/// turn, and c is told, with a Warning Event, that it can never fit.
+#[test]
+fn a_pod_that_can_never_fit_blocks_no_one_and_is_told_why() {
+    let (tx, mut rx) = rota::controller::held_events::channel();
+    let ctx = Context {
+        held_events: Some(tx),
+        ..context(ValidConfig::default())
+    };
+    ctx.view.apply_node(&node("n1", 4));
+    ctx.view.apply_node(&node("n2", 4));
+    let running: Vec<String> = (0..8).map(|i| format!("a-run-{i}")).collect();
+    for (i, name) in running.iter().enumerate() {
+        PodSpec {
+            node: Some(if i < 4 { "n1" } else { "n2" }),
+            ..PodSpec::new(name, "a", 1)
+        }
+        .apply(&ctx);
+    }
+    let giant = PodSpec {
+        created: "2024-12-31T00:00:00Z",
+        ..PodSpec::new("c-giant", "c", 5)
+    };
+    giant.apply(&ctx);
+    let b: Vec<String> = (0..4).map(|i| format!("b-{i}")).collect();
+    let a_more: Vec<String> = (0..2).map(|i| format!("a-more-{i}")).collect();
+    for name in &b {
+        PodSpec::new(name, "b", 1).apply(&ctx);
+    }
+    for name in &a_more {
+        PodSpec::new(name, "a", 1).apply(&ctx);
+    }
+    refresh(&ctx);
+    // Four of a's pods end.
+    for name in &running[..4] {
+        ctx.view.delete_pod_key(&format!("uid-{name}"));
+    }
+    refresh(&ctx);
+
+    // c's pod is rejected everywhere with a reason a person can act on.
+    let reason = held_reason(&filter(&ctx, &giant, &NODES), &NODES);
+    assert!(
+        reason.starts_with(
+            "rota: can never fit: one pod asks for 5 GPUs but the largest node it may use has 4"
+        ),
+        "{reason}"
+    );
+    let notice = rx.try_recv().expect("a notice for c's pod");
+    assert!(notice.unplaceable && notice.name == "c-giant", "{notice:?}");
+
+    // b's four pods pass one after another and bind on n1.
+    for name in &b {
+        let pod = PodSpec::new(name, "b", 1);
+        passed(&filter(&ctx, &pod, &NODES), &NODES);
+        PodSpec {
+            node: Some("n1"),
+            ..pod
+        }
+        .apply(&ctx);
+    }
+    assert_eq!(ctx.view.read().node("n1").unwrap().free(GPU), 0);
+    // a's extra pods wait: no GPU is free, and c's pod is no one's obstacle.
+    let reason = held_reason(
+        &filter(&ctx, &PodSpec::new("a-more-0", "a", 1), &NODES),
+        &NODES,
+    );
+    assert!(
+        reason.contains("waiting for fair share") || reason.contains("holds the reservation"),
+        "{reason}"
+    );
+    assert!(!reason.contains("c-giant"), "{reason}");
+    let waiting = rx.try_recv().expect("a notice for a's pod");
+    assert!(!waiting.unplaceable);
+}
