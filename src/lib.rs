@@ -14,14 +14,14 @@
 
 pub mod agent;
 pub mod config;
-pub mod controller;
 pub mod core;
 pub mod extender;
 pub mod http;
 pub mod loadtest;
 pub mod metrics;
+pub mod read;
 pub mod sim;
-pub mod state;
 #[cfg(test)]
 mod testing;
 pub mod wire;
+pub mod write;

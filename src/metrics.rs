@@ -14,7 +14,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::state::ClusterView;
+use crate::read::view::ClusterView;
 
 /// Request counters and latency of the extender verbs.
 #[derive(Clone, Debug)]

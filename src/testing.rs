@@ -1,7 +1,7 @@
 //! Builders shared by the crate's unit tests (compiled only for tests).
 
 use crate::core::{GpuNode, GpuPod, WorkloadId, WorkloadKind};
-use crate::state::ViewSettings;
+use crate::read::view::ViewSettings;
 
 /// The default managed GPU resource.
 pub const GPU: &str = "nvidia.com/gpu";

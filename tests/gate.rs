@@ -9,7 +9,7 @@ use rota::core::gate::gpus;
 use rota::core::model::{WorkloadId, WorkloadKind};
 use rota::core::placement::{combine, packing};
 use rota::extender::{verbs, Context};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
 
 const GPU: &str = "nvidia.com/gpu";
@@ -530,9 +530,11 @@ fn pods_carry_their_times_class_gang_and_quantum_and_bad_annotations_are_explain
     .json();
     pod["spec"]["priorityClassName"] = json!("research");
     pod["metadata"]["annotations"]["rota.io/quantum-seconds"] = json!("900");
-    let translated =
-        rota::state::translate::gpu_pod(&serde_json::from_value(pod.clone()).unwrap(), &settings)
-            .unwrap();
+    let translated = rota::read::view::translate::gpu_pod(
+        &serde_json::from_value(pod.clone()).unwrap(),
+        &settings,
+    )
+    .unwrap();
     assert_eq!(translated.created_at, Some(1_735_689_660.0));
     assert_eq!(translated.started_at, Some(1_735_690_200.5));
     assert_eq!(translated.priority_class.as_deref(), Some("research"));
@@ -544,9 +546,11 @@ fn pods_carry_their_times_class_gang_and_quantum_and_bad_annotations_are_explain
 
     pod["metadata"]["annotations"] =
         json!({"rota.io/gang-size": "0", "rota.io/quantum-seconds": "soon"});
-    let bad =
-        rota::state::translate::gpu_pod(&serde_json::from_value(pod.clone()).unwrap(), &settings)
-            .unwrap();
+    let bad = rota::read::view::translate::gpu_pod(
+        &serde_json::from_value(pod.clone()).unwrap(),
+        &settings,
+    )
+    .unwrap();
     assert_eq!((bad.gang_size, bad.quantum_seconds), (None, None));
     assert_eq!(bad.placement.errors.len(), 2, "{:?}", bad.placement.errors);
 

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use parking_lot::Mutex;
-use rota::controller::leader::{Clock, LeaderConfig, LeaderElector};
+use rota::write::leader::{Clock, LeaderConfig, LeaderElector};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;

@@ -17,7 +17,7 @@ use rota::config::ValidConfig;
 use rota::core::ledger::Ledger;
 use rota::core::model::GpuNode;
 use rota::core::{GpuPod, WorkloadId, WorkloadKind};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::watch;
@@ -29,16 +29,16 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
-use rota::controller::leader::Clock;
-use rota::controller::rotated_out::{self, RotatedOutIndex};
-use rota::controller::rotation::{
-    CorePlanner, Direction, KubeActuators, KubeContext, LoopSettings, RotationLoop,
-    RotationMetrics, ROTATED_OUT_AT,
-};
 use rota::core::fairshare::SharePolicy;
 use rota::core::rotation::PlanInput;
 use rota::core::rotation_input::build_plan_input;
-use rota::state::fairshare::{FairShareRefresher, SharedLedger};
+use rota::read::rotated_out::{self, RotatedOutIndex};
+use rota::read::view::fairshare::{FairShareRefresher, SharedLedger};
+use rota::write::leader::Clock;
+use rota::write::rotation::{
+    CorePlanner, Direction, KubeActuators, KubeContext, LoopSettings, RotationLoop,
+    RotationMetrics, ROTATED_OUT_AT,
+};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 

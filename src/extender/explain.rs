@@ -17,7 +17,7 @@ use crate::core::explain::{Explanation, PodState};
 use crate::core::fairshare::SharePolicy;
 use crate::core::gate::gpus;
 use crate::http::Response;
-use crate::state::fairshare::unix_now;
+use crate::read::view::fairshare::unix_now;
 
 use super::Context;
 

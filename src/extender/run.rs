@@ -11,25 +11,25 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::config::{self, ValidConfig};
-use crate::controller::agents::{self, AgentDirectory, Discovery, Target};
-use crate::controller::collector::{self, Collector, CollectorOptions};
-use crate::controller::held_events;
-use crate::controller::leader::{default_identity, system_clock, LeaderConfig, LeaderElector};
-use crate::controller::ledger_store::{ConfigMapLedgerStore, FileLedgerStore, LedgerStore};
-use crate::controller::rotated_out::{self, RotatedOutIndex};
-use crate::controller::rotation::{
-    CorePlanner, EventSink, KubeActuators, KubeContext, LoopSettings, RotationLoop, RotationMetrics,
-};
-use crate::controller::usage::UsageAccounting;
 use crate::core::rotation_input::build_plan_input;
 use crate::core::telemetry::TelemetrySource;
 use crate::http::{self, ServerOptions, TlsFiles};
 use crate::metrics::{
     ClusterCollector, HttpServerCollector, TelemetryAgeCollector, TelemetryMetrics,
 };
-use crate::state::fairshare::{FairShareRefresher, SharedLedger};
-use crate::state::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
-use crate::state::{ClusterView, ViewSettings};
+use crate::read::rotated_out::{self, RotatedOutIndex};
+use crate::read::telemetry::agents::{self, AgentDirectory, Discovery, Target};
+use crate::read::telemetry::collector::{self, Collector, CollectorOptions};
+use crate::read::view::fairshare::{FairShareRefresher, SharedLedger};
+use crate::read::view::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
+use crate::read::view::{ClusterView, ViewSettings};
+use crate::write::held_events;
+use crate::write::leader::{default_identity, system_clock, LeaderConfig, LeaderElector};
+use crate::write::ledger_store::{ConfigMapLedgerStore, FileLedgerStore, LedgerStore};
+use crate::write::rotation::{
+    CorePlanner, EventSink, KubeActuators, KubeContext, LoopSettings, RotationLoop, RotationMetrics,
+};
+use crate::write::usage::UsageAccounting;
 
 use super::{Context, Extender};
 
@@ -372,7 +372,7 @@ impl Shutdown {
 /// Keeps the watchers running: they return only when a watch stream ends, which a restart fixes.
 async fn watch_forever(client: kube::Client, view: Arc<ClusterView>) {
     loop {
-        if let Err(err) = crate::controller::run_watchers(client.clone(), view.clone()).await {
+        if let Err(err) = crate::read::cluster::run_watchers(client.clone(), view.clone()).await {
             tracing::error!(code = err.code(), error = %err, "Cluster watchers stopped; restarting.");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

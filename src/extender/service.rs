@@ -13,7 +13,7 @@ use prometheus::Registry;
 use crate::config::ValidConfig;
 use crate::http::{self, Handler, Request, Response};
 use crate::metrics::{self, ExtenderMetrics};
-use crate::state::ClusterView;
+use crate::read::view::ClusterView;
 
 use super::explain;
 use super::verbs::{self, VerbError};
@@ -29,7 +29,7 @@ pub struct Context {
     pub learn_nodes: bool,
     /// Where the filter reports pods the gate holds back, for rate-limited Events; `None`
     /// without an API server and in tests.
-    pub held_events: Option<crate::controller::held_events::HeldSender>,
+    pub held_events: Option<crate::write::held_events::HeldSender>,
 }
 
 /// The extender HTTP handler.

@@ -13,15 +13,15 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::controller::held_events;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
-use crate::state::translate;
+use crate::read::view::translate;
 use crate::wire::{
     self, ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
     HostPriority, MetaPod, MetaVictims, NodeList, NodeMessages,
 };
+use crate::write::held_events;
 
 use super::Context;
 

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::config::ValidConfig;
 use crate::core::ledger::{self, Ledger};
 use crate::core::ClusterSnapshot;
-use crate::state::fairshare::{unix_now, SharedLedger};
-use crate::state::ClusterView;
+use crate::read::view::fairshare::{unix_now, SharedLedger};
+use crate::read::view::ClusterView;
 
 use super::ledger_store::LedgerStore;
 
@@ -169,9 +169,9 @@ impl UsageAccounting {
 mod tests {
     use super::*;
     use crate::config::RotaConfig;
-    use crate::controller::ledger_store::FileLedgerStore;
     use crate::core::{GpuNode, GpuPod, WorkloadId};
-    use crate::state::ViewSettings;
+    use crate::read::view::ViewSettings;
+    use crate::write::ledger_store::FileLedgerStore;
 
     fn config() -> ValidConfig {
         let mut c = RotaConfig::default();

@@ -17,16 +17,6 @@
 //! with the agent's label), `collector` polls them into the view, and `dcgm` reads
 //! dcgm-exporter pages.
 
-pub mod agents;
-pub mod collector;
-pub mod dcgm;
-pub mod held_events;
-pub mod leader;
-pub mod ledger_store;
-pub mod rotated_out;
-pub mod rotation;
-pub mod usage;
-
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -39,7 +29,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::core::{GpuNode, GpuPod};
-use crate::state::{translate, ClusterView, ViewSettings};
+use crate::read::view::{translate, ClusterView, ViewSettings};
 
 /// Server-side filter for the Pod watch: terminal pods hold no GPUs, and there can be many.
 pub const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed";

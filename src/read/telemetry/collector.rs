@@ -32,7 +32,7 @@ use crate::config::TelemetryConfig;
 use crate::core::health::{grade_sample, MAX_CLOCK_AHEAD_SECONDS};
 use crate::core::telemetry::{NodeSample, NodeTelemetry, TelemetrySource, API_VERSION, KIND};
 use crate::metrics::TelemetryMetrics;
-use crate::state::ClusterView;
+use crate::read::view::ClusterView;
 
 /// Why one poll failed. Every variant leaves the node's earlier data in place (to go stale).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -29,9 +29,9 @@ use serde_json::Value;
 use crate::core::model::GpuCounts;
 use crate::core::rotation::{RotatedOutWorkload, Spread, WaitingWorkload};
 use crate::core::{WorkloadId, WorkloadKind};
-use crate::state::{translate, ViewSettings};
+use crate::read::view::{translate, ViewSettings};
 
-use super::rotation::ROTATED_OUT_AT;
+use crate::write::rotation::ROTATED_OUT_AT;
 
 /// The VirtualMachine `runStrategy` of a stopped VM.
 pub const HALTED: &str = "Halted";

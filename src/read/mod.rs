@@ -1,0 +1,6 @@
+//! The read side (placeholder doc, rewritten below).
+
+pub mod cluster;
+pub mod rotated_out;
+pub mod telemetry;
+pub mod view;

@@ -1,0 +1,5 @@
+//! GPU telemetry (placeholder doc).
+
+pub mod agents;
+pub mod collector;
+pub mod dcgm;
