@@ -13,12 +13,14 @@
 //! to the outside world (HTTP, the kube API, NVML, files) lives in the adapter modules.
 
 pub mod agent;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod extender;
 pub mod http;
 pub mod loadtest;
 pub mod metrics;
+pub mod names;
 pub mod read;
 pub mod sim;
 #[cfg(test)]

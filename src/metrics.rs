@@ -197,8 +197,7 @@ impl Collector for TelemetryAgeCollector {
         let Ok(gauge) = Self::gauge() else {
             return Vec::new();
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        let now = now.map_or(0.0, |d| d.as_secs_f64());
+        let now = crate::clock::now_seconds();
         for (node, age) in self.view.telemetry_ages(now) {
             // A reporter clock slightly ahead reads as age 0, not a negative age.
             let value = age.map_or(f64::INFINITY, |a| a.max(0.0));

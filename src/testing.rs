@@ -44,6 +44,6 @@ pub fn pod(uid: &str, node: Option<&str>, gpus: u64) -> GpuPod {
 pub fn settings() -> ViewSettings {
     ViewSettings {
         gpu_resources: vec![GPU.into(), "nvidia.com/GA102GL_A10".into()],
-        tenant_label: "rota.io/tenant".into(),
+        tenant_label: crate::names::TENANT_LABEL.into(),
     }
 }

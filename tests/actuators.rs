@@ -11,8 +11,8 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
+use rota::clock::Clock;
 use rota::core::{WorkloadId, WorkloadKind};
-use rota::write::leader::Clock;
 use rota::write::rotation::{
     Action, Actuator, Error, KubeActuators, KubeContext, Outcome, PREVIOUS_RUN_STRATEGY,
     ROTATED_OUT_AT, ROTATION_REASON,

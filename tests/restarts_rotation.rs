@@ -29,12 +29,12 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
+use rota::clock::Clock;
 use rota::core::fairshare::SharePolicy;
 use rota::core::rotation::PlanInput;
 use rota::core::rotation_input::build_plan_input;
 use rota::read::rotated_out::{self, RotatedOutIndex};
 use rota::read::view::fairshare::{FairShareRefresher, SharedLedger};
-use rota::write::leader::Clock;
 use rota::write::rotation::{
     CorePlanner, Direction, KubeActuators, KubeContext, LoopSettings, RotationLoop,
     RotationMetrics, ROTATED_OUT_AT,

@@ -12,11 +12,11 @@ use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use parking_lot::Mutex;
 use prometheus::Registry;
+use rota::clock::Clock;
 use rota::core::rotation::{
     Limits, PlanInput, ResourceState, RunningWorkload, Spread, TenantShare, WaitingWorkload,
 };
 use rota::core::{WorkloadId, WorkloadKind};
-use rota::write::leader::Clock;
 use rota::write::rotation::CorePlanner;
 use rota::write::rotation::{
     Action, ActionReport, Actuator, Direction, Error, LoopSettings, Outcome, Plan, Planner,

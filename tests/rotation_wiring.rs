@@ -109,7 +109,7 @@ async fn the_over_share_tenant_gives_way_in_dry_run_once_per_quantum() {
     let recording = Arc::new(Recording::default());
     let (leader_tx, leader) = watch::channel(false);
     let metrics = RotationMetrics::register(&Registry::new()).unwrap();
-    let clock: rota::write::leader::Clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let clock: rota::clock::Clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let mut rotation = RotationLoop::new(
         planner,
         recording.clone(),

@@ -24,7 +24,7 @@ use crate::read::view::fairshare::{FairShareRefresher, SharedLedger};
 use crate::read::view::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
 use crate::read::view::{ClusterView, ViewSettings};
 use crate::write::held_events;
-use crate::write::leader::{default_identity, system_clock, LeaderConfig, LeaderElector};
+use crate::write::leader::{default_identity, LeaderConfig, LeaderElector};
 use crate::write::ledger_store::{ConfigMapLedgerStore, FileLedgerStore, LedgerStore};
 use crate::write::rotation::{
     CorePlanner, EventSink, KubeActuators, KubeContext, LoopSettings, RotationLoop, RotationMetrics,
@@ -145,7 +145,7 @@ pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
             let elector = LeaderElector::new(
                 client.clone(),
                 LeaderConfig::new(&options.namespace, &options.lease_name, &default_identity()),
-                system_clock(),
+                crate::clock::system(),
             )
             .context("configuring leader election")?;
             let leader = elector.subscribe();
@@ -300,7 +300,7 @@ fn spawn_rotation(
     let actuators = KubeActuators::new(KubeContext::new(
         client.clone(),
         default_identity(),
-        system_clock(),
+        crate::clock::system(),
     ));
     let (input_view, input_config) = (view.clone(), config.clone());
     let planner = CorePlanner::new(
@@ -332,7 +332,7 @@ fn spawn_rotation(
         leader.clone(),
         metrics,
         settings,
-        system_clock(),
+        crate::clock::system(),
     );
     tokio::spawn(rotation.run(shutdown.wait()));
     Ok(())

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::clock;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
@@ -116,7 +117,7 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
-    let now = unix_now();
+    let now = clock::now_seconds();
     // The fair-share gate first: a pod whose turn has not come is held on every node.
     let outcome = match ctx.view.gate_pod(&pod, &ctx.config.gate) {
         Some(reason) => {
@@ -163,7 +164,7 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
-    let now = unix_now();
+    let now = clock::now_seconds();
     let scores = placement::prioritize(
         &ctx.view.read(),
         &pod,
@@ -210,7 +211,7 @@ pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
 
     let rules = VictimRules {
         config: &ctx.config,
-        now_unix_seconds: unix_now(),
+        now_unix_seconds: clock::now_seconds(),
     };
     let selected = preemption::select_victims(&ctx.view.read(), &pod, proposed, &rules);
 
@@ -366,10 +367,4 @@ fn telemetry_rules(ctx: &Context, now_unix_seconds: f64) -> TelemetryRules<'_> {
         config: &ctx.config.telemetry,
         now_unix_seconds,
     }
-}
-
-/// Wall-clock time as unix seconds (0 before 1970: telemetry then reads unknown, never healthy).
-fn unix_now() -> f64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0.0, |d| d.as_secs_f64())
 }

@@ -31,7 +31,7 @@ use crate::core::rotation::{RotatedOutWorkload, Spread, WaitingWorkload};
 use crate::core::{WorkloadId, WorkloadKind};
 use crate::read::view::{translate, ViewSettings};
 
-use crate::write::rotation::ROTATED_OUT_AT;
+use crate::names::ROTATED_OUT_AT;
 
 /// The VirtualMachine `runStrategy` of a stopped VM.
 pub const HALTED: &str = "Halted";
@@ -224,7 +224,7 @@ fn rotated_out_at(annotations: &BTreeMap<String, String>) -> Option<f64> {
     let raw = annotations.get(ROTATED_OUT_AT)?;
     let at = raw
         .parse::<k8s_openapi::jiff::Timestamp>()
-        .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
+        .map_or(0.0, crate::clock::seconds);
     Some(at)
 }
 

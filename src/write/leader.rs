@@ -19,12 +19,13 @@
 //! pause time).
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
+
+use crate::clock::Clock;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -33,20 +34,6 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 /// Default lease duration: 15 s, as kube-controller-manager. A successor waits at most this
 /// long after a leader dies without releasing.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
-
-/// The wall clock, injectable so tests are deterministic.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// The system clock. Before 1970 (a broken clock) it reads the epoch.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
-        Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
-    })
-}
 
 /// This replica's holder identity: `POD_NAME` (set from the downward API), else the host
 /// name plus a random suffix so two processes on one host never share an identity.
@@ -210,8 +197,8 @@ impl std::fmt::Debug for LeaderElector {
 }
 
 impl LeaderElector {
-    /// An elector for `config` (validated), reading time from `clock` ([`system_clock`] in
-    /// production).
+    /// An elector for `config` (validated), reading time from `clock` ([`crate::clock::system`]
+    /// in production).
     pub fn new(client: Client, config: LeaderConfig, clock: Clock) -> Result<Self> {
         config.validate()?;
         Ok(Self {

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock;
 use crate::config::ValidConfig;
 use crate::core::ledger::{self, Ledger};
 use crate::core::ClusterSnapshot;
-use crate::read::view::fairshare::{unix_now, SharedLedger};
+use crate::read::view::fairshare::SharedLedger;
 use crate::read::view::ClusterView;
 
 use super::ledger_store::LedgerStore;
@@ -114,7 +115,7 @@ impl UsageAccounting {
             }
             was_leader = leader;
             if leader {
-                self.tick(unix_now()).await;
+                self.tick(clock::now_seconds()).await;
             } else {
                 self.load().await;
             }

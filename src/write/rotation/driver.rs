@@ -27,9 +27,9 @@ use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::{Action, Actuator, Direction, Error, Outcome, Plan, Result, RotationMetrics};
+use crate::clock::Clock;
 use crate::config::ValidConfig;
 use crate::core::{WorkloadId, WorkloadKind};
-use crate::write::leader::Clock;
 
 /// Default number of actions carried out at once: the default `rotation.maxPerTick`.
 pub const DEFAULT_CONCURRENCY: usize = 4;
