@@ -22,6 +22,8 @@ pub mod loadtest;
 pub mod metrics;
 pub mod names;
 pub mod read;
+pub mod readiness;
+pub mod serve;
 pub mod sim;
 #[cfg(test)]
 mod testing;

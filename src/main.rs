@@ -32,7 +32,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve kube-scheduler's extender calls (filter, prioritize, preempt), probes and metrics.
-    Extender(rota::extender::ExtenderOptions),
+    Extender(rota::serve::ExtenderOptions),
     /// Sample the GPUs of this node through NVML and serve telemetry (a DaemonSet).
     Agent(rota::agent::AgentArgs),
     /// Replay a workload trace through the scheduling policies and compare fairness and
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Extender(options) => runtime()?.block_on(rota::extender::run(options)),
+        Command::Extender(options) => runtime()?.block_on(rota::serve::run(options)),
         Command::Agent(args) => runtime()?.block_on(rota::agent::run(args)),
         Command::Explain(args) => runtime()?.block_on(rota::extender::explain::run_explain(args)),
         Command::Simulate(args) => rota::sim::run(args),

@@ -139,6 +139,7 @@ fn ledger_child_process() {
             config,
             leader: watch::channel(true).1,
             interval: TICK,
+            readiness: None,
         };
         let _ = tokio::time::timeout(Duration::from_secs(20), accounting.run()).await;
     });

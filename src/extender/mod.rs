@@ -5,9 +5,7 @@
 //! answer. It holds no policy of its own and never writes to the cluster.
 
 pub mod explain;
-mod run;
 mod service;
 pub mod verbs;
 
-pub use run::{run, ClusterMode, ExtenderOptions};
 pub use service::{Context, Extender};

@@ -14,6 +14,7 @@ use crate::config::ValidConfig;
 use crate::http::{self, Handler, Request, Response};
 use crate::metrics::{self, ExtenderMetrics};
 use crate::read::view::ClusterView;
+use crate::readiness::Readiness;
 
 use super::explain;
 use super::verbs::{self, VerbError};
@@ -37,6 +38,7 @@ pub struct Extender {
     ctx: Context,
     metrics: ExtenderMetrics,
     registry: Registry,
+    readiness: Option<Arc<Readiness>>,
 }
 
 /// A recognised endpoint.
@@ -97,7 +99,39 @@ impl Extender {
             ctx,
             metrics,
             registry,
+            readiness: None,
         })
+    }
+
+    /// Fails `/readyz` with the reasons `readiness` holds (besides an unsynced view).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// `/readyz`: 200 once the view has synced and nothing keeps this replica from working;
+    /// 503 with one line per reason otherwise. The verbs answer either way.
+    fn readyz(&self) -> Response {
+        if !self.ctx.view.is_synced() {
+            return Response::with_type(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT,
+                "cluster view not synced yet\n",
+            );
+        }
+        let problems = self
+            .readiness
+            .as_ref()
+            .map(|r| r.problems())
+            .unwrap_or_default();
+        if problems.is_empty() {
+            return Response::with_type(StatusCode::OK, http::TEXT, "ready\n");
+        }
+        let mut body = String::from("not ready (the extender still answers kube-scheduler):\n");
+        for problem in problems {
+            body.push_str(&format!("{problem}\n"));
+        }
+        Response::with_type(StatusCode::SERVICE_UNAVAILABLE, http::TEXT, body)
     }
 
     fn dispatch(&self, route: Route, request: &Request) -> Response {
@@ -121,14 +155,7 @@ impl Extender {
                 "rota does not bind pods: remove bindVerb from the extender configuration",
             ),
             Route::Healthz => Response::with_type(StatusCode::OK, http::TEXT, "ok\n"),
-            Route::Readyz if self.ctx.view.is_synced() => {
-                Response::with_type(StatusCode::OK, http::TEXT, "ready\n")
-            }
-            Route::Readyz => Response::with_type(
-                StatusCode::SERVICE_UNAVAILABLE,
-                http::TEXT,
-                "cluster view not synced yet\n",
-            ),
+            Route::Readyz => self.readyz(),
             Route::Metrics => Response::with_type(
                 StatusCode::OK,
                 http::PROMETHEUS_TEXT,

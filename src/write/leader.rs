@@ -19,6 +19,7 @@
 //! pause time).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -26,6 +27,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::clock::Clock;
+use crate::readiness::Readiness;
+
+/// The component name of the Lease in [`Readiness`].
+pub const COMPONENT: &str = "lease";
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -34,6 +39,10 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 /// Default lease duration: 15 s, as kube-controller-manager. A successor waits at most this
 /// long after a leader dies without releasing.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// How often a follower of the serving process retries: a lease released on shutdown is taken
+/// over within this period plus one round trip.
+pub const FOLLOWER_RETRY_PERIOD: Duration = Duration::from_secs(1);
 
 /// This replica's holder identity: `POD_NAME` (set from the downward API), else the host
 /// name plus a random suffix so two processes on one host never share an identity.
@@ -116,6 +125,9 @@ pub struct LeaderConfig {
     /// A leader that has not renewed for this long steps down, a margin before the lease can
     /// expire for others (clock skew, request latency). Default `lease_duration · 2/3`.
     pub renew_deadline: Duration,
+    /// How often a follower reads the lease to try again. Default `renew_period`; the serving
+    /// process uses [`FOLLOWER_RETRY_PERIOD`] so that a released lease is taken within 2 s.
+    pub retry_period: Duration,
 }
 
 impl LeaderConfig {
@@ -128,7 +140,14 @@ impl LeaderConfig {
             lease_duration: DEFAULT_LEASE_DURATION,
             renew_period: DEFAULT_LEASE_DURATION / 3,
             renew_deadline: DEFAULT_LEASE_DURATION * 2 / 3,
+            retry_period: DEFAULT_LEASE_DURATION / 3,
         }
+    }
+
+    /// Another follower retry period (a GET of the lease per period while following).
+    pub fn with_retry_period(mut self, retry_period: Duration) -> Self {
+        self.retry_period = retry_period;
+        self
     }
 
     /// Another lease duration, with renew period and deadline scaled as the defaults.
@@ -136,6 +155,7 @@ impl LeaderConfig {
         self.lease_duration = lease_duration;
         self.renew_period = lease_duration / 3;
         self.renew_deadline = lease_duration * 2 / 3;
+        self.retry_period = lease_duration / 3;
         self
     }
 
@@ -149,6 +169,8 @@ impl LeaderConfig {
                 "lease duration {:?} must be whole seconds ≥ 1 s",
                 self.lease_duration
             ))
+        } else if self.retry_period.is_zero() {
+            Some("the follower retry period is zero".to_owned())
         } else if self.renew_period.is_zero()
             || self.renew_period >= self.renew_deadline
             || self.renew_deadline >= self.lease_duration
@@ -185,6 +207,7 @@ pub struct LeaderElector {
     config: LeaderConfig,
     clock: Clock,
     leader: watch::Sender<bool>,
+    readiness: Option<Arc<Readiness>>,
 }
 
 impl std::fmt::Debug for LeaderElector {
@@ -206,7 +229,19 @@ impl LeaderElector {
             config,
             clock,
             leader: watch::Sender::new(false),
+            readiness: None,
         })
+    }
+
+    /// Reports a missing namespace, a forbidden Lease and an unreachable API server to
+    /// `readiness` (component [`COMPONENT`]), which logs each once per change at ERROR.
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    fn object(&self) -> String {
+        format!("lease {}/{}", self.config.namespace, self.config.lease_name)
     }
 
     /// `true` while this replica leads. Starts `false`; ends `false` when [`run`](Self::run)
@@ -233,10 +268,16 @@ impl LeaderElector {
             };
             renewed_at = self.settle(round, started);
             ever_led |= renewed_at.is_some();
+            // A leader renews every renew period; a follower tries again every retry period.
+            let period = if renewed_at.is_some() {
+                self.config.renew_period
+            } else {
+                self.config.retry_period
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                () = sleep_until(started + self.config.renew_period) => {}
+                () = sleep_until(started + period) => {}
             }
         }
         self.publish(false, "shutting down");
@@ -247,6 +288,22 @@ impl LeaderElector {
 
     /// Publishes the outcome of one round; returns the new "renewed at" instant if leading.
     fn settle(&self, round: Result<Round>, started: Instant) -> Option<Instant> {
+        if let Some(readiness) = &self.readiness {
+            match &round {
+                Ok(_) => readiness.kube_ok(COMPONENT),
+                Err(Error::Api { verb, source }) => {
+                    let object = self.object();
+                    let namespace = Some(self.config.namespace.as_str());
+                    let creating = *verb == "create";
+                    if readiness.kube_error(COMPONENT, &object, namespace, source, creating) {
+                        // Logged once by the registry; this replica cannot lead until fixed.
+                        self.publish(false, "the lease cannot be read or written");
+                        return None;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         match round {
             Ok(Round::Leading) => {
                 self.publish(true, "acquired or renewed the lease");
@@ -306,7 +363,14 @@ impl LeaderElector {
             spec: Some(self.held_spec(LeaseSpec::default(), now, false)),
         };
         let created = self.api.create(&PostParams::default(), &lease).await;
-        written(created, "create", "another replica created the lease first")
+        match created {
+            // A create finds no object by design: a 404 means the namespace is missing.
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::Api {
+                verb: "create",
+                source: kube::Error::Api(status),
+            }),
+            created => written(created, "create", "another replica created the lease first"),
+        }
     }
 
     async fn take_or_renew(&self, mut lease: Lease, now: Timestamp) -> Result<Round> {

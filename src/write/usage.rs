@@ -19,6 +19,7 @@ use crate::core::ledger::{self, Ledger};
 use crate::core::ClusterSnapshot;
 use crate::read::view::fairshare::SharedLedger;
 use crate::read::view::ClusterView;
+use crate::readiness::Readiness;
 
 use super::ledger_store::LedgerStore;
 
@@ -85,24 +86,103 @@ pub struct UsageAccounting {
     pub leader: watch::Receiver<bool>,
     /// Time between ticks.
     pub interval: Duration,
+    /// Where a forbidden ledger or an unreachable API server is reported (component
+    /// [`COMPONENT`]); `None` logs them as plain errors.
+    pub readiness: Option<Arc<Readiness>>,
+}
+
+/// The component name of the usage ledger in [`Readiness`].
+pub const COMPONENT: &str = "ledger";
+
+/// What one load found, compared from one load to the next so that each change is logged once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// A stored ledger was loaded (perhaps partly recovered; problems were logged).
+    Loaded,
+    /// Nothing is stored yet: a first start (or someone deleted it).
+    Missing(String),
+    /// The store could not be read; the live ledger was kept.
+    Failed(String),
 }
 
 impl UsageAccounting {
-    /// Loads the stored ledger into the shared one (problems were logged by the store).
-    pub async fn load(&self) {
+    /// Loads the stored ledger into the shared one (problems were logged by the store); on
+    /// error the live ledger is kept. Returns what it found, for [`report`](Self::report).
+    pub async fn load(&self) -> LoadOutcome {
         match self.store.load().await {
-            Ok(loaded) => *self.ledger.lock() = loaded.ledger,
-            Err(err) => tracing::error!(
-                code = err.code(),
-                error = %err,
-                "Cannot load the usage ledger; starting from zero."
-            ),
+            Ok(loaded) => {
+                *self.ledger.lock() = loaded.ledger;
+                if let Some(readiness) = &self.readiness {
+                    readiness.kube_ok(COMPONENT);
+                }
+                match loaded
+                    .problems
+                    .into_iter()
+                    .next()
+                    .filter(|_| loaded.missing)
+                {
+                    Some(problem) => LoadOutcome::Missing(problem),
+                    None => LoadOutcome::Loaded,
+                }
+            }
+            Err(err) => {
+                let loud = self.report_error(&err);
+                let text = format!("{}: {err}", err.code());
+                if loud {
+                    LoadOutcome::Failed(format!("reported: {}", err.code()))
+                } else {
+                    LoadOutcome::Failed(text)
+                }
+            }
         }
     }
 
-    /// Runs forever: charge and save while leader, reload while follower.
+    /// Hands a store error to the readiness registry; `true` when it took it (logged there).
+    fn report_error(&self, err: &super::ledger_store::Error) -> bool {
+        let (Some(readiness), Some((verb, namespace, object, source))) =
+            (&self.readiness, err.kube())
+        else {
+            return false;
+        };
+        readiness.kube_error(
+            COMPONENT,
+            &object,
+            Some(namespace),
+            source,
+            verb == "create",
+        )
+    }
+
+    /// Logs `outcome` if it differs from `last`: one INFO line for a first start without a
+    /// ledger, one ERROR line per new load failure, one INFO line on recovery.
+    pub fn report(last: &mut Option<LoadOutcome>, outcome: LoadOutcome) {
+        if last.as_ref() == Some(&outcome) {
+            return;
+        }
+        match &outcome {
+            LoadOutcome::Missing(problem) => tracing::info!(
+                problem = %problem,
+                "No usage ledger stored yet (expected on a first start): usage starts from zero; the leader creates it on its first tick."
+            ),
+            LoadOutcome::Failed(why) if why.starts_with("reported: ") => {}
+            LoadOutcome::Failed(why) => tracing::error!(
+                error = %why,
+                "Cannot load the usage ledger; keeping the one in memory and retrying every tick."
+            ),
+            LoadOutcome::Loaded => {
+                if matches!(last, Some(LoadOutcome::Failed(_))) {
+                    tracing::info!("Usage ledger loads again.");
+                }
+            }
+        }
+        *last = Some(outcome);
+    }
+
+    /// Runs until dropped: charge and save while leader, reload while follower.
     pub async fn run(mut self) {
-        self.load().await;
+        let mut last = None;
+        let outcome = self.load().await;
+        Self::report(&mut last, outcome);
         let mut was_leader = *self.leader.borrow_and_update();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,13 +191,15 @@ impl UsageAccounting {
             let leader = *self.leader.borrow_and_update();
             if leader && !was_leader {
                 // A former leader kept writing until it stepped down: start from its last word.
-                self.load().await;
+                let outcome = self.load().await;
+                Self::report(&mut last, outcome);
             }
             was_leader = leader;
             if leader {
                 self.tick(clock::now_seconds()).await;
             } else {
-                self.load().await;
+                let outcome = self.load().await;
+                Self::report(&mut last, outcome);
             }
         }
     }
@@ -155,13 +237,19 @@ impl UsageAccounting {
             );
             ledger.clone()
         };
-        if let Err(err) = self.store.save(&copy).await {
-            tracing::error!(
+        match self.store.save(&copy).await {
+            Ok(()) => {
+                if let Some(readiness) = &self.readiness {
+                    readiness.kube_ok(COMPONENT);
+                }
+            }
+            Err(err) if self.report_error(&err) => {}
+            Err(err) => tracing::error!(
                 code = err.code(),
                 retryable = err.is_retryable(),
                 error = %err,
                 "Cannot save the usage ledger; keeping it in memory and retrying next tick."
-            );
+            ),
         }
     }
 }
@@ -236,6 +324,7 @@ mod tests {
             config: config.clone(),
             leader: watch::channel(true).1,
             interval: Duration::from_secs(30),
+            readiness: None,
         };
         let first = make();
         first.tick(1_000.0).await; // starts the clock
@@ -272,6 +361,7 @@ mod tests {
             config: config.clone(),
             leader: watch::channel(true).1,
             interval: Duration::from_secs(30),
+            readiness: None,
         };
         accounting.tick(2_000.0).await; // resets the clock, keeps the values
         let kept = accounting.ledger.lock().usage("physics", 2_000.0);
