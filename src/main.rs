@@ -96,11 +96,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// kube's client logs every failed request at ERROR; rota reports an unreachable API server
+/// itself, once per state change (see `rota::readiness`). Named in `--log`, it is kept.
+const QUIET_KUBE_CLIENT: &str = "kube_client::client::builder=off";
+
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
+    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
         eprintln!("rota: invalid --log filter {filter:?} ({err}); using `info`");
         EnvFilter::new("info")
     });
+    if !filter.to_string().contains("kube_client") {
+        if let Ok(quiet) = QUIET_KUBE_CLIENT.parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

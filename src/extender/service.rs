@@ -112,22 +112,25 @@ impl Extender {
     /// `/readyz`: 200 once the view has synced and nothing keeps this replica from working;
     /// 503 with one line per reason otherwise. The verbs answer either way.
     fn readyz(&self) -> Response {
-        if !self.ctx.view.is_synced() {
-            return Response::with_type(
-                StatusCode::SERVICE_UNAVAILABLE,
-                http::TEXT,
-                "cluster view not synced yet\n",
-            );
-        }
+        const NOT_SYNCED: &str = "cluster view not synced yet\n";
+        let synced = self.ctx.view.is_synced();
         let problems = self
             .readiness
             .as_ref()
             .map(|r| r.problems())
             .unwrap_or_default();
         if problems.is_empty() {
-            return Response::with_type(StatusCode::OK, http::TEXT, "ready\n");
+            return match synced {
+                true => Response::with_type(StatusCode::OK, http::TEXT, "ready\n"),
+                false => {
+                    Response::with_type(StatusCode::SERVICE_UNAVAILABLE, http::TEXT, NOT_SYNCED)
+                }
+            };
         }
         let mut body = String::from("not ready (the extender still answers kube-scheduler):\n");
+        if !synced {
+            body.push_str(NOT_SYNCED);
+        }
         for problem in problems {
             body.push_str(&format!("{problem}\n"));
         }

@@ -61,7 +61,7 @@ pub trait Index<K>: Send + Sync {
 }
 
 /// Applies the events of one stream to `index` until the stream ends; `observe` sees each
-/// event's arrival (metrics, readiness). Generic over the stream so tests can play events.
+/// answer from the API server (`None`) and each error (metrics, readiness). Generic over the stream so tests can play events.
 pub async fn drain<K, I, S>(
     events: S,
     index: &I,
@@ -75,7 +75,10 @@ pub async fn drain<K, I, S>(
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                observe(None);
+                // `Init` comes from the watcher itself before it lists: not proof of an answer.
+                if !matches!(event, Event::Init) {
+                    observe(None);
+                }
                 match event {
                     Event::Apply(obj) => index.apply(&obj),
                     Event::Delete(obj) => index.delete(&obj),
