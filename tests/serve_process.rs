@@ -115,7 +115,7 @@ impl Mock {
         body: &Value,
         resource: &str,
         name: &str,
-    ) -> Result<Value, Response<Body>> {
+    ) -> Result<Value, Box<Response<Body>>> {
         let stored = if resource == "leases" {
             &self.lease
         } else {
@@ -123,16 +123,22 @@ impl Mock {
         };
         if *method == Method::POST && stored.is_some() {
             let message = format!("{resource} \"{name}\" already exists");
-            return Err(status(409, "AlreadyExists", resource, name, &message));
+            return Err(Box::new(status(
+                409,
+                "AlreadyExists",
+                resource,
+                name,
+                &message,
+            )));
         }
         if *method == Method::PUT {
             let Some(current) = stored else {
                 let message = format!("{resource} \"{name}\" not found");
-                return Err(status(404, "NotFound", resource, name, &message));
+                return Err(Box::new(status(404, "NotFound", resource, name, &message)));
             };
             if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
                 let message = "the object has been modified; please apply your changes to the latest version and try again";
-                return Err(status(409, "Conflict", resource, name, message));
+                return Err(Box::new(status(409, "Conflict", resource, name, message)));
             }
         }
         let mut object = body.clone();
@@ -217,13 +223,13 @@ async fn handle(mock: Shared, request: Request<Incoming>) -> Result<Response<Bod
         (Method::POST, LEASES) | (Method::PUT, LEASE_PATH) => {
             match mock.write(&method, &body, "leases", LEASE) {
                 Ok(object) => full(if method == Method::POST { 201 } else { 200 }, &object),
-                Err(reply) => reply,
+                Err(reply) => *reply,
             }
         }
         (Method::POST, CONFIG_MAPS) | (Method::PUT, LEDGER_PATH) => {
             match mock.write(&method, &body, "configmaps", "rota-usage-ledger") {
                 Ok(object) => full(if method == Method::POST { 201 } else { 200 }, &object),
-                Err(reply) => reply,
+                Err(reply) => *reply,
             }
         }
         (Method::GET, "/api/v1/nodes" | "/api/v1/pods" | "/apis/batch/v1/jobs") if watching => {
