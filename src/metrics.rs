@@ -102,8 +102,10 @@ impl ClusterCollector {
         for resource in &view.settings().gpu_resources {
             let (mut allocatable, mut used) = (0u64, 0u64);
             for node in snapshot.nodes() {
-                allocatable += node.allocatable.get(resource).copied().unwrap_or(0);
-                used += node.used.get(resource).copied().unwrap_or(0);
+                let count =
+                    |c: &crate::core::model::GpuCounts| c.get(resource).copied().unwrap_or(0);
+                allocatable = allocatable.saturating_add(count(&node.allocatable));
+                used = used.saturating_add(count(&node.used));
             }
             for (state, value) in [
                 ("allocatable", allocatable),

@@ -101,10 +101,12 @@ impl RotatedOutIndex {
         let mut out: BTreeMap<String, GpuCounts> = BTreeMap::new();
         for entry in self.entries.read().values() {
             let w = &entry.workload;
-            *out.entry(w.tenant.clone())
+            let slot = out
+                .entry(w.tenant.clone())
                 .or_default()
                 .entry(w.resource.clone())
-                .or_insert(0) += w.gpus;
+                .or_insert(0);
+            *slot = slot.saturating_add(w.gpus);
         }
         out
     }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::clock;
 use crate::config::ValidConfig;
 use crate::core::ledger::{self, Ledger};
+use crate::core::quantity::saturating_sum;
 use crate::core::ClusterSnapshot;
 use crate::read::view::fairshare::SharedLedger;
 use crate::read::view::ClusterView;
@@ -35,18 +36,19 @@ pub fn charges(snapshot: &ClusterSnapshot, config: &ValidConfig) -> BTreeMap<Str
         let Some(node) = pod.node_name.as_deref() else {
             continue;
         };
-        let gpus: u64 = pod.requests.values().sum();
-        *per_node
+        let gpus: u64 = saturating_sum(pod.requests.values().copied());
+        let slot = per_node
             .entry(node)
             .or_default()
             .entry(pod.tenant.as_str())
-            .or_insert(0) += gpus;
+            .or_insert(0);
+        *slot = slot.saturating_add(gpus);
     }
     let mut out: BTreeMap<String, TenantCharge> = BTreeMap::new();
     for (node_name, tenants) in per_node {
         let node = snapshot.node(node_name);
         let weight = ledger::device_weight(&config.usage, node.and_then(|n| n.product.as_deref()));
-        let held_on_node: u64 = tenants.values().sum();
+        let held_on_node: u64 = saturating_sum(tenants.values().copied());
         let busy = node.and_then(measured_busy_gpus);
         for (tenant, gpus) in tenants {
             let entry = out.entry(tenant.to_string()).or_insert((0.0, None));
