@@ -4,7 +4,7 @@
 //! The rotation loop runs against a stateful fake API server (Jobs and VirtualMachines kept in a
 //! map; GET, LIST, WATCH, merge PATCH with resourceVersion checks, Events): the process is
 //! "killed" (its tasks aborted, all memory lost) at every API request of a scripted run,
-//! before and after the server applies it, then rebuilt as `extender::run` builds it.
+//! before and after the server applies it, then rebuilt as `serve` builds it.
 
 // =============================================================================================
 // 3. The rotation loop killed at every API request
@@ -445,7 +445,7 @@ impl Drop for Tasks {
 
 type Input = Box<dyn FnMut(Timestamp) -> PlanInput + Send>;
 
-/// One extender process, wired as `extender::run` wires it: rotated-out watchers feeding the
+/// One extender process, wired as `rota::serve` wires it: rotated-out watchers feeding the
 /// index, the fair-share refresher with the index's dormant demand, a fresh `CorePlanner` (its
 /// history is memory only) and the rotation loop acting live through `KubeActuators`.
 struct Process {

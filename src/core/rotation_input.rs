@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!   ClusterSnapshot (after refresh_fair_share) ─┐
-//!   rotated-out index (controller watchers) ────┼─▶ build_plan_input(.., now) ─▶ PlanInput
+//!   rotated-out index (read-side feeds) ────────┼─▶ build_plan_input(.., now) ─▶ PlanInput
 //!   ValidConfig (quanta, protected classes) ────┘
 //! ```
 //!

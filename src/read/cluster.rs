@@ -1,27 +1,23 @@
-//! kube-rs watchers that feed the cluster view: one for Nodes, one for Pods.
+//! The Node and Pod kinds of the cluster view, fed by the restartable [`Feeder`].
 //!
 //! ```text
-//!   watcher(Node) ─┐  Apply → apply_*        Init … InitApply … InitDone → replace_* (one lock)
-//!   watcher(Pod)  ─┴─▶ feed ──▶ ClusterView  first InitDone of every watcher → set_synced(true)
+//!   Feeder(Node) ─┐  Apply → apply_*        Init … InitApply … InitDone → replace_* (one lock)
+//!   Feeder(Pod)  ─┴─▶ ViewIndex ──▶ ClusterView   first InitDone of both → set_synced(true)
 //! ```
 //!
-//! Each watcher is a `kube::runtime::watcher` with `any_semantic()` lists and the default
-//! backoff: watch errors are logged and retried, never fatal. Objects are translated as they
-//! arrive and never kept (a re-list buffers translated items, and only pods that request a
-//! managed GPU), so there is no `managedFields` to strip and memory stays small.
-//! Pods are watched with a field selector that drops terminal phases: a pod that finishes then
-//! arrives as a `Delete`, which releases its GPUs like any other delete.
+//! Each watch is a `kube::runtime::watcher` with `any_semantic()` lists and the default
+//! backoff: watch errors are retried, never fatal, and a stream that ends is started again by
+//! the feeder. Objects are translated as they arrive and never kept (a re-list buffers
+//! translated items, and only pods that request a managed GPU), so there is no `managedFields`
+//! to strip and memory stays small. Pods are watched with a field selector that drops terminal
+//! phases: a pod that finishes then arrives as a `Delete`, which releases its GPUs like any
+//! other delete.
 //! Must not: write to the API server, or make decisions (`core` does).
-//!
-//! Telemetry lives beside the watchers: `agents` discovers the GPU telemetry reporters (pods
-//! with the agent's label), `collector` polls them into the view, and `dcgm` reads
-//! dcgm-exporter pages.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::sync::Arc;
-
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::{Node, Pod};

@@ -2,7 +2,8 @@
 //! and writes the usage ledger; every replica answers the scheduler.
 //!
 //! ```text
-//!   every renew_period:  GET lease ─▶ absent ─────────────────────▶ POST (409: someone else won)
+//!   each round (leader: every renew_period; follower: every retry_period, 1 s when serving):
+//!                        GET lease ─▶ absent ─────────────────────▶ POST (409: someone else won)
 //!                                  ─▶ ours / free / expired ──────▶ PUT with its resourceVersion
 //!                                  ─▶ held by another, unexpired ─▶ follower
 //!   leader = the last write succeeded and began less than renew_deadline ago
@@ -13,7 +14,9 @@
 //! (publishes `false`) at once when a renew fails, conflicts or finds another holder, and no
 //! later than `renew_deadline` after the start of its last successful write, which is a margin
 //! before anyone else may see the lease expire (`renewTime + leaseDurationSeconds < now`). On
-//! shutdown it publishes `false` first, then frees the lease so a successor takes over at once.
+//! shutdown it publishes `false` first, then frees the lease (no holder, renew time long past)
+//! so a follower takes over on its next retry. A missing namespace (404 on create), a forbidden
+//! Lease (403/401) and an unreachable API server go to [`Readiness`], which logs each once.
 //! Must not: act on leadership itself (callers watch [`LeaderElector::subscribe`]), read the
 //! wall clock except through the injected [`Clock`], or sleep except with `tokio::time` (tests
 //! pause time).

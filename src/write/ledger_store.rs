@@ -9,9 +9,10 @@
 //!
 //! Invariants: a save is all or nothing (a reader sees the old ledger or the new one, never half
 //! of one), so a restart loses at most one tick; a load sweeps the temporary files of writers
-//! killed mid-save (`tests/restarts.rs` kills real processes to check both). A missing, corrupt or truncated ledger is never
+//! killed mid-save (`tests/restarts_ledger.rs` kills real processes to check both). A missing, corrupt or truncated ledger is never
 //! an error: it is recovered tenant by tenant through [`parse_record`] (a tenant that cannot be
-//! read starts from zero) and every problem is logged with `warn!` and returned to the caller.
+//! read starts from zero) and every problem is logged with `warn!` and returned to the caller,
+//! except a ledger that is simply absent (a first start), which the caller reports once.
 //! Only the leader saves (the caller's duty), so a ConfigMap conflict means a person or a late
 //! former leader wrote it; the leader's ledger wins and the conflict is logged.
 //! Must not: decide anything about usage (the pure [`Ledger`] does), read a clock (`now` is an

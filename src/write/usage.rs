@@ -6,6 +6,9 @@
 //! hold), then saves it through a [`LedgerStore`]. Followers only reload what the leader wrote,
 //! so every replica's gate sees the same usage. A restart loses at most one tick: after a gap
 //! longer than two ticks the ledger only decays over the gap (nobody knows what was held then).
+//! What a load finds is logged once per change ([`LoadOutcome`]): a first start without a ledger
+//! is one INFO line, however many followers' reloads follow; a forbidden ConfigMap or an
+//! unreachable API server goes to [`Readiness`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
