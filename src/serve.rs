@@ -7,16 +7,21 @@
 //!                           │    feeders: nodes, pods ─▶ ClusterView ◀─ collector ◀─ agents  │
 //!                           │             jobs, VMs ─▶ RotatedOutIndex                      ├─▶ HTTP: verbs,
 //!                           │    fair-share refresh (view + ledger ─▶ entitlements)          │   /readyz ◀─ Readiness
-//!                           └─ write side (acts only while leading) ────────────────────────┘
-//!                                Lease elector ─▶ leader flag ─▶ usage + ledger, rotation, Events
+//!                           │    ledger reload while following                              │
+//!                           └─ write side ───────────────────────────────────────────────────┘
+//!                                Lease elector ─▶ leader flag ─▶ while_leading: one group per term
+//!                                                 (usage charging + ledger saves, rotation loop),
+//!                                                 started on becoming leader, stopped on losing it;
+//!                                                 held-pod Events emitted only while leading
 //!
 //!   SIGTERM/SIGINT ─▶ HTTP stops accepting and drains (≤ 10 s)  ┐ at once, together
 //!                  ─▶ write loops stop (≤ 5 s) ─▶ Lease released ┘ (a successor leads within 2 s)
 //!                  ─▶ read side stops ─▶ remaining tasks joined (≤ 2 s), then aborted ─▶ exit 0
 //! ```
 //!
-//! Invariants: every task is spawned here, into one [`JoinSet`], and stops on the one
-//! [`Shutdown`]; the Lease is released only after the write loops have stopped (or their
+//! Invariants: every task is spawned here, into one [`JoinSet`] per side, and stops on the one
+//! [`Shutdown`]; the write side's loops exist only during a leadership term (and still check
+//! the leader flag before each write); the Lease is released only after the write loops have stopped (or their
 //! grace has passed), and before the process returns, so the runtime never drops a release in
 //! flight. Failures a person must fix (missing namespace, forbidden Lease or ledger, an API
 //! server that cannot be reached) are reported to one [`Readiness`], which logs each state
@@ -60,8 +65,7 @@ use crate::write::held_events::{self, HeldEventSink, HeldPod};
 use crate::write::leader::{default_identity, LeaderConfig, LeaderElector, FOLLOWER_RETRY_PERIOD};
 use crate::write::ledger_store::{ConfigMapLedgerStore, FileLedgerStore, LedgerStore};
 use crate::write::rotation::{
-    CorePlanner, EventSink, KubeActuators, KubeContext, LoopSettings, Planner, RotationLoop,
-    RotationMetrics,
+    CorePlanner, EventSink, KubeActuators, KubeContext, LoopSettings, RotationLoop, RotationMetrics,
 };
 use crate::write::usage::UsageAccounting;
 
@@ -387,7 +391,7 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
     }
     let ledger = fair_share(&mut tasks, &config, &registry, &view, &rotated_out)?;
 
-    // === write side: every loop acts only while this replica leads ===
+    // === write side: its loops run only while this replica leads ===
     let accounting = UsageAccounting {
         ledger,
         store,
@@ -397,26 +401,47 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
         interval: Duration::from_secs(config.rotation.interval_seconds.max(1)),
         readiness: client.as_ref().map(|_| readiness.clone()),
     };
-    tasks.write("usage accounting", until(stop(), accounting.run()));
-    match (&client, config.rotation.enabled) {
-        (_, false) => tracing::info!("Rotation disabled in the config."),
+    let last_load = Arc::new(parking_lot::Mutex::new(None));
+    // Reading the ledger the leader wrote is the read side's part of usage accounting.
+    tasks.read(
+        "usage ledger reload",
+        until(stop(), accounting.clone().follow(last_load.clone())),
+    );
+    let rotation = match (&client, config.rotation.enabled) {
+        (_, false) => {
+            tracing::info!("Rotation disabled in the config.");
+            None
+        }
         (None, true) => {
             tracing::info!("No API server (--cluster none): the rotation loop does not run.");
+            None
         }
-        (Some(client), true) => {
-            let planner = planner(&config, &view, rotated_out);
-            let rotation = rotation_loop(
-                client,
-                &config,
-                &registry,
-                &leader,
-                planner,
-                &identity,
-                stop(),
-            )?;
-            tasks.write("rotation loop", rotation);
+        (Some(client), true) => Some(RotationWiring {
+            client: client.clone(),
+            config: config.clone(),
+            view: view.clone(),
+            index: rotated_out,
+            metrics: RotationMetrics::register(&registry).context(metrics_error)?,
+            identity: identity.clone(),
+            leader: leader.clone(),
+        }),
+    };
+    let term = move |term_stop: Shutdown| {
+        let mut loops: Vec<(&'static str, BoxFuture<'static, ()>)> = Vec::new();
+        let charge = accounting.clone().lead(last_load.clone());
+        loops.push((
+            "usage accounting",
+            Box::pin(until(term_stop.wait(), charge)),
+        ));
+        if let Some(rotation) = &rotation {
+            loops.push(("rotation loop", rotation.start(term_stop.wait())));
         }
-    }
+        loops
+    };
+    tasks.write(
+        "leader-only loops",
+        while_leading(leader.clone(), shutdown.clone(), term),
+    );
     let held_events = client.as_ref().map(|client| {
         let (tx, rx) = held_events::channel();
         let sink = LeaderOnly {
@@ -527,64 +552,109 @@ fn fair_share(
     Ok(ledger)
 }
 
-/// The rotation planner over the cluster view and the rotated-out index.
-fn planner(
-    config: &Arc<ValidConfig>,
-    view: &Arc<ClusterView>,
+/// What one leadership term's rotation loop is built from.
+struct RotationWiring {
+    client: kube::Client,
+    config: Arc<ValidConfig>,
+    view: Arc<ClusterView>,
     index: Arc<RotatedOutIndex>,
-) -> impl Planner + 'static {
-    let (input_view, input_config) = (view.clone(), config.clone());
-    CorePlanner::new(
-        move |now: Timestamp| {
-            let now = clock::seconds(now);
-            if !(input_view.is_synced() && index.is_synced()) {
-                // Until the first lists are in, a tenant's running or rotated-out work may be
-                // missing: plan nothing rather than rotate from half a picture.
-                tracing::info!("Rotation waits for the first lists of Pods, Jobs and VMs.");
-                return crate::core::rotation::PlanInput {
-                    now,
-                    ..Default::default()
-                };
-            }
-            let rotated = index.list();
-            input_view.with_snapshot(|s| build_plan_input(s, &rotated, &input_config, now))
-        },
-        Duration::from_secs(config.quantum.max_seconds),
-    )
+    metrics: RotationMetrics,
+    identity: String,
+    /// Checked before every action too, so nothing starts after leadership is lost.
+    leader: watch::Receiver<bool>,
 }
 
-/// The leader-only rotation loop, running until `stop`; dry run follows `rotation.dryRun`
-/// (default true).
-fn rotation_loop(
-    client: &kube::Client,
-    config: &ValidConfig,
-    registry: &Registry,
-    leader: &watch::Receiver<bool>,
-    planner: impl Planner + 'static,
-    identity: &str,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<BoxFuture<'static, ()>> {
-    let metrics = RotationMetrics::register(registry).context("registering metrics")?;
-    let actuators = KubeActuators::new(KubeContext::new(
-        client.clone(),
-        identity.to_owned(),
-        clock::system(),
-    ));
-    let settings = LoopSettings::from_config(config);
-    tracing::info!(
-        dry_run = settings.dry_run,
-        interval_seconds = settings.interval.as_secs(),
-        "Rotation loop starting (acts only while leading)."
-    );
-    let rotation = RotationLoop::new(
-        planner,
-        Arc::new(actuators),
-        leader.clone(),
-        metrics,
-        settings,
-        clock::system(),
-    );
-    Ok(Box::pin(rotation.run(stop)))
+impl RotationWiring {
+    /// A fresh rotation loop (its planner's short memory starts empty, as after a restart),
+    /// running until `stop`; dry run follows `rotation.dryRun` (default true).
+    fn start(&self, stop: impl Future<Output = ()> + Send + 'static) -> BoxFuture<'static, ()> {
+        let (view, index, config) = (self.view.clone(), self.index.clone(), self.config.clone());
+        let planner = CorePlanner::new(
+            move |now: Timestamp| {
+                let now = clock::seconds(now);
+                if !(view.is_synced() && index.is_synced()) {
+                    // Until the first lists are in, a tenant's running or rotated-out work may
+                    // be missing: plan nothing rather than rotate from half a picture.
+                    tracing::info!("Rotation waits for the first lists of Pods, Jobs and VMs.");
+                    return crate::core::rotation::PlanInput {
+                        now,
+                        ..Default::default()
+                    };
+                }
+                let rotated = index.list();
+                view.with_snapshot(|s| build_plan_input(s, &rotated, &config, now))
+            },
+            Duration::from_secs(self.config.quantum.max_seconds),
+        );
+        let actuators = KubeActuators::new(KubeContext::new(
+            self.client.clone(),
+            self.identity.clone(),
+            clock::system(),
+        ));
+        let settings = LoopSettings::from_config(&self.config);
+        tracing::info!(
+            dry_run = settings.dry_run,
+            interval_seconds = settings.interval.as_secs(),
+            "Rotation loop starting (this replica leads)."
+        );
+        let rotation = RotationLoop::new(
+            planner,
+            Arc::new(actuators),
+            self.leader.clone(),
+            self.metrics.clone(),
+            settings,
+            clock::system(),
+        );
+        Box::pin(rotation.run(stop))
+    }
+}
+
+/// Runs the loops `term` builds while `leader` reads `true`: starts them as one group when
+/// this replica becomes leader, and stops them as one group (their stop signal, then at most
+/// [`WRITE_STOP_GRACE`]) when it stops leading or the process shuts down.
+async fn while_leading(
+    mut leader: watch::Receiver<bool>,
+    shutdown: Shutdown,
+    mut term: impl FnMut(Shutdown) -> Vec<(&'static str, BoxFuture<'static, ()>)>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.wait() => return,
+            became = async { leader.wait_for(|leading| *leading).await.is_ok() } => {
+                if !became {
+                    // The flag can no longer change to leading.
+                    return shutdown.wait().await;
+                }
+            }
+        }
+        let term_stop = Shutdown::new();
+        let mut set = JoinSet::new();
+        let loops = term(term_stop.clone());
+        let names: Vec<&str> = loops.iter().map(|(name, _)| *name).collect();
+        tracing::info!(loops = ?names, "Leading: write loops started.");
+        for (name, fut) in loops {
+            set.spawn(watched(name, term_stop.clone(), fut));
+        }
+        let shutting_down = tokio::select! {
+            biased;
+            () = shutdown.wait() => true,
+            lost = async { leader.wait_for(|leading| !*leading).await.is_ok() } => match lost {
+                true => false,
+                // The flag never changes again (no API server): lead until shutdown.
+                false => {
+                    shutdown.wait().await;
+                    true
+                }
+            },
+        };
+        term_stop.start();
+        join_within(&mut set, WRITE_STOP_GRACE, "write loops").await;
+        if shutting_down {
+            return;
+        }
+        tracing::info!("Stopped leading: write loops stopped.");
+    }
 }
 
 /// Held-pod Events only while leading: the notices a follower's filter sends are dropped (the
@@ -675,5 +745,60 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[1].port, 9400);
         assert_eq!(found[1].selector, "app=nvidia-dcgm-exporter");
+    }
+
+    #[tokio::test]
+    async fn write_loops_run_only_during_a_leadership_term() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (flag, leader) = watch::channel(false);
+        let shutdown = Shutdown::new();
+        let running = Arc::new(AtomicUsize::new(0));
+        let terms = Arc::new(AtomicUsize::new(0));
+        let (r, t) = (running.clone(), terms.clone());
+        let term = move |stop: Shutdown| {
+            t.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            let fut: BoxFuture<'static, ()> = Box::pin(async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                stop.wait().await;
+                r.fetch_sub(1, Ordering::SeqCst);
+            });
+            vec![("probe", fut)]
+        };
+        let group = tokio::spawn(while_leading(leader, shutdown.clone(), term));
+        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        settle().await;
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "not leading: nothing runs"
+        );
+        flag.send_replace(true);
+        settle().await;
+        assert_eq!(running.load(Ordering::SeqCst), 1, "leading: the group runs");
+        flag.send_replace(false);
+        settle().await;
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "stepped down: the group stopped"
+        );
+        flag.send_replace(true);
+        settle().await;
+        assert_eq!(
+            terms.load(Ordering::SeqCst),
+            2,
+            "a new term starts a new group"
+        );
+        shutdown.start();
+        tokio::time::timeout(Duration::from_secs(5), group)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "shutdown stops the group"
+        );
     }
 }

@@ -78,6 +78,7 @@ fn measured_busy_gpus(node: &crate::core::GpuNode) -> Option<f64> {
 }
 
 /// The accounting task's inputs.
+#[derive(Clone)]
 pub struct UsageAccounting {
     /// The ledger the fair-share refresher reads.
     pub ledger: SharedLedger,
@@ -183,7 +184,41 @@ impl UsageAccounting {
         *last = Some(outcome);
     }
 
-    /// Runs until dropped: charge and save while leader, reload while follower.
+    /// The read half, on every replica, until dropped: loads the stored ledger at start and
+    /// every interval while following, so every replica's gate sees the leader's usage. Never
+    /// writes. `last` is shared with [`lead`](Self::lead) so each change is logged once.
+    pub async fn follow(mut self, last: Arc<parking_lot::Mutex<Option<LoadOutcome>>>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if *self.leader.borrow_and_update() {
+                continue;
+            }
+            let outcome = self.load().await;
+            Self::report(&mut last.lock(), outcome);
+        }
+    }
+
+    /// The write half, for one leadership term, until dropped or the leader flag turns
+    /// `false`: loads the former leader's last word (it kept writing until it stepped down),
+    /// then charges and saves every interval.
+    pub async fn lead(self, last: Arc<parking_lot::Mutex<Option<LoadOutcome>>>) {
+        let outcome = self.load().await;
+        Self::report(&mut last.lock(), outcome);
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if !*self.leader.borrow() {
+                return;
+            }
+            self.tick(clock::now_seconds()).await;
+        }
+    }
+
+    /// Both halves in one loop, until dropped: charge and save while leader, reload while
+    /// follower (one process that leads and follows in turn, as tests run it).
     pub async fn run(mut self) {
         let mut last = None;
         let outcome = self.load().await;
