@@ -143,7 +143,7 @@ pub fn explain(
         .or_else(|| primary_resource(pod).map(|(r, _)| r.to_owned()));
     let r = resource.as_deref().unwrap_or("");
     let ahead: Vec<_> = queue.ahead_of(key).collect();
-    let gpus_ahead = super::quantity::saturating_sum(ahead.iter().map(|e| e.gpus));
+    let gpus_ahead = ahead.iter().map(|e| e.gpus).sum::<u64>();
     let gpus = entry.map_or_else(|| pod.requests.get(r).copied().unwrap_or(0), |e| e.gpus);
     let available = state.free(r).saturating_sub(state.reserved(r));
     let pod_state = pod_state(cluster, pod);

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::clock;
+use crate::clock::now_seconds as unix_now;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
@@ -117,7 +117,7 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
-    let now = clock::now_seconds();
+    let now = unix_now();
     // The fair-share gate first: a pod whose turn has not come is held on every node.
     let outcome = match ctx.view.gate_pod(&pod, &ctx.config.gate) {
         Some(reason) => {
@@ -164,7 +164,7 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
-    let now = clock::now_seconds();
+    let now = unix_now();
     let scores = placement::prioritize(
         &ctx.view.read(),
         &pod,
@@ -211,7 +211,7 @@ pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
 
     let rules = VictimRules {
         config: &ctx.config,
-        now_unix_seconds: clock::now_seconds(),
+        now_unix_seconds: unix_now(),
     };
     let selected = preemption::select_victims(&ctx.view.read(), &pod, proposed, &rules);
 

@@ -32,6 +32,9 @@ use k8s_openapi::jiff::Timestamp;
 use crate::clock::Clock;
 use crate::readiness::Readiness;
 
+/// Why leadership ends on shutdown (an expected step down, logged at INFO).
+const SHUTTING_DOWN: &str = "shutting down";
+
 /// The component name of the Lease in [`Readiness`].
 pub const COMPONENT: &str = "lease";
 use kube::api::{ObjectMeta, PostParams};
@@ -283,7 +286,7 @@ impl LeaderElector {
                 () = sleep_until(started + period) => {}
             }
         }
-        self.publish(false, "shutting down");
+        self.publish(false, SHUTTING_DOWN);
         if ever_led {
             self.release().await;
         }
@@ -337,6 +340,8 @@ impl LeaderElector {
         });
         if changed && leading {
             tracing::info!(identity = %self.config.identity, why, "Became leader.");
+        } else if changed && why == SHUTTING_DOWN {
+            tracing::info!(identity = %self.config.identity, why, "Stopped leading.");
         } else if changed {
             tracing::warn!(identity = %self.config.identity, why, "Stopped leading.");
         }

@@ -15,9 +15,11 @@
 //! - [`rotation`]: the rotation loop, its planner and its actuators.
 //! - [`held_events`]: rate-limited Events on pods the gate holds back.
 //!
-//! May: write Leases, the ledger ConfigMap or file, workload objects and Events. Must: act
-//! only while the leader flag reads `true` (checked before every write; followers only reload
-//! the ledger), stop on the serving process's shutdown before the Lease is released, and report
+//! May: write Leases, the ledger ConfigMap or file, workload objects and Events. Must: run only
+//! during a leadership term (the serving process starts the loops as one group when this
+//! replica becomes leader and stops them when it stops leading) and still check the leader flag
+//! before every write; the ledger reload of a follower ([`usage::UsageAccounting::follow`])
+//! only reads. Must stop on shutdown before the Lease is released, and report
 //! a missing namespace, a forbidden object or an unreachable API server to
 //! [`crate::readiness`]. Must not: watch or list for the view (that is [`crate::read`]), or
 //! make policy decisions (`core` does).
