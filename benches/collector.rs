@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rota::agent::{serve_agent, AgentOptions, Script, ScriptedSource};
 use rota::config::{TelemetryConfig, ValidConfig};
-use rota::controller::agents::{AgentDirectory, Target};
-use rota::controller::collector::{Collector, CollectorOptions};
 use rota::core::GpuNode;
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::telemetry::agents::{AgentDirectory, Target};
+use rota::read::telemetry::collector::{Collector, CollectorOptions};
+use rota::read::view::{ClusterView, ViewSettings};
 use tokio::net::TcpListener;
 
 const AGENTS: usize = 1_000;

@@ -25,7 +25,7 @@ use rota::config::ValidConfig;
 use rota::core::health::HealthState;
 use rota::core::telemetry::{GpuCondition, NodeTelemetry, TelemetrySource};
 use rota::extender::{verbs, Context};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::json;
 
 const SIZES: [usize; 3] = [100, 1_000, 5_000];
@@ -99,7 +99,7 @@ fn gated_context(nodes: usize, body: &[u8]) -> Context {
     let policy = rota::core::fairshare::SharePolicy::from_config(&ctx.config);
     ctx.view.refresh_fair_share(&policy, |_| 0.0, now());
     let settings = ctx.view.settings().clone();
-    let key = rota::state::translate::gpu_pod(&own, &settings)
+    let key = rota::read::view::translate::gpu_pod(&own, &settings)
         .expect("translates")
         .workload;
     let queued = ctx.view.read().workloads().queue().position(&key);

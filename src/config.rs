@@ -229,7 +229,7 @@ impl Default for RotaConfig {
             api_version: API_VERSION.into(),
             kind: KIND.into(),
             gpu_resources: vec!["nvidia.com/gpu".into()],
-            tenant_label: "rota.io/tenant".into(),
+            tenant_label: crate::names::TENANT_LABEL.into(),
             default_tenant_weight: 1.0,
             groups: Vec::new(),
             tenants: Vec::new(),

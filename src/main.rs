@@ -32,7 +32,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve kube-scheduler's extender calls (filter, prioritize, preempt), probes and metrics.
-    Extender(rota::extender::ExtenderOptions),
+    Extender(rota::serve::ExtenderOptions),
     /// Sample the GPUs of this node through NVML and serve telemetry (a DaemonSet).
     Agent(rota::agent::AgentArgs),
     /// Replay a workload trace through the scheduling policies and compare fairness and
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Extender(options) => runtime()?.block_on(rota::extender::run(options)),
+        Command::Extender(options) => runtime()?.block_on(rota::serve::run(options)),
         Command::Agent(args) => runtime()?.block_on(rota::agent::run(args)),
         Command::Explain(args) => runtime()?.block_on(rota::extender::explain::run_explain(args)),
         Command::Simulate(args) => rota::sim::run(args),
@@ -96,11 +96,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// kube's client logs every failed request at ERROR; rota reports an unreachable API server
+/// itself, once per state change (see `rota::readiness`). Named in `--log`, it is kept.
+const QUIET_KUBE_CLIENT: &str = "kube_client::client::builder=off";
+
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
+    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
         eprintln!("rota: invalid --log filter {filter:?} ({err}); using `info`");
         EnvFilter::new("info")
     });
+    if !filter.to_string().contains("kube_client") {
+        if let Ok(quiet) = QUIET_KUBE_CLIENT.parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -14,7 +14,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::state::ClusterView;
+use crate::read::view::ClusterView;
 
 /// Request counters and latency of the extender verbs.
 #[derive(Clone, Debug)]
@@ -102,8 +102,10 @@ impl ClusterCollector {
         for resource in &view.settings().gpu_resources {
             let (mut allocatable, mut used) = (0u64, 0u64);
             for node in snapshot.nodes() {
-                allocatable += node.allocatable.get(resource).copied().unwrap_or(0);
-                used += node.used.get(resource).copied().unwrap_or(0);
+                let count =
+                    |c: &crate::core::model::GpuCounts| c.get(resource).copied().unwrap_or(0);
+                allocatable = allocatable.saturating_add(count(&node.allocatable));
+                used = used.saturating_add(count(&node.used));
             }
             for (state, value) in [
                 ("allocatable", allocatable),
@@ -197,8 +199,7 @@ impl Collector for TelemetryAgeCollector {
         let Ok(gauge) = Self::gauge() else {
             return Vec::new();
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        let now = now.map_or(0.0, |d| d.as_secs_f64());
+        let now = crate::clock::now_seconds();
         for (node, age) in self.view.telemetry_ages(now) {
             // A reporter clock slightly ahead reads as age 0, not a negative age.
             let value = age.map_or(f64::INFINITY, |a| a.max(0.0));

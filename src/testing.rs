@@ -1,7 +1,7 @@
 //! Builders shared by the crate's unit tests (compiled only for tests).
 
 use crate::core::{GpuNode, GpuPod, WorkloadId, WorkloadKind};
-use crate::state::ViewSettings;
+use crate::read::view::ViewSettings;
 
 /// The default managed GPU resource.
 pub const GPU: &str = "nvidia.com/gpu";
@@ -44,7 +44,7 @@ pub fn pod(uid: &str, node: Option<&str>, gpus: u64) -> GpuPod {
 pub fn settings() -> ViewSettings {
     ViewSettings {
         gpu_resources: vec![GPU.into(), "nvidia.com/GA102GL_A10".into()],
-        tenant_label: "rota.io/tenant".into(),
+        tenant_label: crate::names::TENANT_LABEL.into(),
         within_tenant: Default::default(),
     }
 }

@@ -11,12 +11,12 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
-use rota::controller::leader::Clock;
-use rota::controller::rotation::{
+use rota::clock::Clock;
+use rota::core::{WorkloadId, WorkloadKind};
+use rota::write::rotation::{
     Action, Actuator, Error, KubeActuators, KubeContext, Outcome, PREVIOUS_RUN_STRATEGY,
     ROTATED_OUT_AT, ROTATION_REASON,
 };
-use rota::core::{WorkloadId, WorkloadKind};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(2);

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use rota::core::model::{GpuCounts, WorkloadId, WorkloadKind};
-use rota::state::translate::{gpu_node, gpu_pod};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::translate::{gpu_node, gpu_pod};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde::de::DeserializeOwned;
 
 const GPU: &str = "nvidia.com/gpu";

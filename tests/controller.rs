@@ -11,8 +11,8 @@ use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::client::Body;
 use kube::runtime::watcher::{self, Event};
-use rota::controller::{feed, run_watchers, Error, SyncGate};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::cluster::{feed, run_watchers, Error, SyncGate};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
 
 const GPU: &str = "nvidia.com/gpu";

@@ -11,9 +11,9 @@ use rota::core::fairshare::{entitlements, SharePolicy, TenantLoad};
 use rota::core::ledger::Ledger;
 use rota::extender::{explain, Context, Extender};
 use rota::http::{Handler, Request};
-use rota::state::fairshare::{FairShareRefresher, SharedLedger};
-use rota::state::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::fairshare::{FairShareRefresher, SharedLedger};
+use rota::read::view::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
 
 const GPU: &str = "nvidia.com/gpu";

@@ -9,7 +9,7 @@ use rota::core::gate::gpus;
 use rota::core::model::{WorkloadId, WorkloadKind};
 use rota::core::placement::{combine, packing};
 use rota::extender::{verbs, Context};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
 
 const GPU: &str = "nvidia.com/gpu";
@@ -543,9 +543,11 @@ fn pods_carry_their_times_class_gang_and_quantum_and_bad_annotations_are_explain
     .json();
     pod["spec"]["priorityClassName"] = json!("research");
     pod["metadata"]["annotations"]["rota.io/quantum-seconds"] = json!("900");
-    let translated =
-        rota::state::translate::gpu_pod(&serde_json::from_value(pod.clone()).unwrap(), &settings)
-            .unwrap();
+    let translated = rota::read::view::translate::gpu_pod(
+        &serde_json::from_value(pod.clone()).unwrap(),
+        &settings,
+    )
+    .unwrap();
     assert_eq!(translated.created_at, Some(1_735_689_660.0));
     assert_eq!(translated.started_at, Some(1_735_690_200.5));
     assert_eq!(translated.priority_class.as_deref(), Some("research"));
@@ -557,9 +559,11 @@ fn pods_carry_their_times_class_gang_and_quantum_and_bad_annotations_are_explain
 
     pod["metadata"]["annotations"] =
         json!({"rota.io/gang-size": "0", "rota.io/quantum-seconds": "soon"});
-    let bad =
-        rota::state::translate::gpu_pod(&serde_json::from_value(pod.clone()).unwrap(), &settings)
-            .unwrap();
+    let bad = rota::read::view::translate::gpu_pod(
+        &serde_json::from_value(pod.clone()).unwrap(),
+        &settings,
+    )
+    .unwrap();
     assert_eq!((bad.gang_size, bad.quantum_seconds), (None, None));
     assert_eq!(bad.placement.errors.len(), 2, "{:?}", bad.placement.errors);
 
@@ -581,7 +585,7 @@ fn pods_carry_their_times_class_gang_and_quantum_and_bad_annotations_are_explain
 /// turn, and c is told, with a Warning Event, that it can never fit.
 #[test]
 fn a_pod_that_can_never_fit_blocks_no_one_and_is_told_why() {
-    let (tx, mut rx) = rota::controller::held_events::channel();
+    let (tx, mut rx) = rota::write::held_events::channel();
     let ctx = Context {
         held_events: Some(tx),
         ..context(ValidConfig::default())

@@ -8,10 +8,10 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
-use rota::controller::ledger_store::{
+use rota::core::ledger::{parse_record, Ledger};
+use rota::write::ledger_store::{
     ConfigMapLedgerStore, Error, FileLedgerStore, LedgerKeeper, LedgerStore, CONFIG_MAP_KEY,
 };
-use rota::core::ledger::{parse_record, Ledger};
 use serde_json::{json, Value};
 
 use common::tempdir::TempDir;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use rota::agent::{HealthState, NodeSample};
 use rota::config::TelemetryConfig;
-use rota::controller::collector::accept_agent;
+use rota::read::telemetry::collector::accept_agent;
 use serde_json::Value;
 
 fn data(name: &str) -> PathBuf {

@@ -11,7 +11,7 @@ use rota::config::{RotaConfig, TelemetryConfig};
 use rota::core::fairshare::{entitlements, SharePolicy, TenantLoad};
 use rota::core::health::TelemetryRules;
 use rota::core::{placement, GpuPod, PlacementRules};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 
 use common::generators::{self, cluster, tenant_name, tenants, workload, workloads, GPU, MODELS};
 

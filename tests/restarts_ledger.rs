@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rota::config::ValidConfig;
-use rota::controller::ledger_store::{FileLedgerStore, LedgerStore, Loaded, Result as StoreResult};
-use rota::controller::usage::UsageAccounting;
 use rota::core::ledger::{parse_record, Ledger, LedgerRecord};
 use rota::core::model::GpuNode;
 use rota::core::{GpuPod, WorkloadId, WorkloadKind};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
+use rota::write::ledger_store::{FileLedgerStore, LedgerStore, Loaded, Result as StoreResult};
+use rota::write::usage::UsageAccounting;
 use tokio::sync::watch;
 
 use common::tempdir::TempDir;
@@ -139,6 +139,7 @@ fn ledger_child_process() {
             config,
             leader: watch::channel(true).1,
             interval: TICK,
+            readiness: None,
         };
         let _ = tokio::time::timeout(Duration::from_secs(20), accounting.run()).await;
     });

@@ -4,7 +4,7 @@
 //! The rotation loop runs against a stateful fake API server (Jobs and VirtualMachines kept in a
 //! map; GET, LIST, WATCH, merge PATCH with resourceVersion checks, Events): the process is
 //! "killed" (its tasks aborted, all memory lost) at every API request of a scripted run,
-//! before and after the server applies it, then rebuilt as `extender::run` builds it.
+//! before and after the server applies it, then rebuilt as `serve` builds it.
 
 // =============================================================================================
 // 3. The rotation loop killed at every API request
@@ -17,7 +17,7 @@ use rota::config::ValidConfig;
 use rota::core::ledger::Ledger;
 use rota::core::model::GpuNode;
 use rota::core::{GpuPod, WorkloadId, WorkloadKind};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::watch;
@@ -29,16 +29,16 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
-use rota::controller::leader::Clock;
-use rota::controller::rotated_out::{self, RotatedOutIndex};
-use rota::controller::rotation::{
-    CorePlanner, Direction, KubeActuators, KubeContext, LoopSettings, RotationLoop,
-    RotationMetrics, ROTATED_OUT_AT,
-};
+use rota::clock::Clock;
 use rota::core::fairshare::SharePolicy;
 use rota::core::rotation::PlanInput;
 use rota::core::rotation_input::build_plan_input;
-use rota::state::fairshare::{FairShareRefresher, SharedLedger};
+use rota::read::rotated_out::{self, RotatedOutIndex};
+use rota::read::view::fairshare::{FairShareRefresher, SharedLedger};
+use rota::write::rotation::{
+    CorePlanner, Direction, KubeActuators, KubeContext, LoopSettings, RotationLoop,
+    RotationMetrics, ROTATED_OUT_AT,
+};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -445,7 +445,7 @@ impl Drop for Tasks {
 
 type Input = Box<dyn FnMut(Timestamp) -> PlanInput + Send>;
 
-/// One extender process, wired as `extender::run` wires it: rotated-out watchers feeding the
+/// One extender process, wired as `rota::serve` wires it: rotated-out watchers feeding the
 /// index, the fair-share refresher with the index's dormant demand, a fresh `CorePlanner` (its
 /// history is memory only) and the rotation loop acting live through `KubeActuators`.
 struct Process {

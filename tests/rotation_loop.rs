@@ -12,16 +12,16 @@ use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use parking_lot::Mutex;
 use prometheus::Registry;
-use rota::controller::leader::Clock;
-use rota::controller::rotation::CorePlanner;
-use rota::controller::rotation::{
-    Action, ActionReport, Actuator, Direction, Error, LoopSettings, Outcome, Plan, Planner,
-    RotationLoop, RotationMetrics, TickSummary,
-};
+use rota::clock::Clock;
 use rota::core::rotation::{
     Limits, PlanInput, ResourceState, RunningWorkload, Spread, TenantShare, WaitingWorkload,
 };
 use rota::core::{WorkloadId, WorkloadKind};
+use rota::write::rotation::CorePlanner;
+use rota::write::rotation::{
+    Action, ActionReport, Actuator, Direction, Error, LoopSettings, Outcome, Plan, Planner,
+    RotationLoop, RotationMetrics, TickSummary,
+};
 use tokio::sync::{oneshot, watch};
 
 const INTERVAL: Duration = Duration::from_secs(30);

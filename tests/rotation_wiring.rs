@@ -11,15 +11,15 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use rota::config::ValidConfig;
-use rota::controller::rotation::{
-    Action, Actuator, CorePlanner, Direction, LoopSettings, Outcome, Result, RotationLoop,
-    RotationMetrics,
-};
 use rota::core::fairshare::SharePolicy;
 use rota::core::model::GpuNode;
 use rota::core::rotation_input::build_plan_input;
 use rota::core::{GpuPod, WorkloadId, WorkloadKind};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
+use rota::write::rotation::{
+    Action, Actuator, CorePlanner, Direction, LoopSettings, Outcome, Result, RotationLoop,
+    RotationMetrics,
+};
 
 const GPU: &str = "nvidia.com/gpu";
 const NOW: i64 = 1_800_000_000;
@@ -109,7 +109,7 @@ async fn the_over_share_tenant_gives_way_in_dry_run_once_per_quantum() {
     let recording = Arc::new(Recording::default());
     let (leader_tx, leader) = watch::channel(false);
     let metrics = RotationMetrics::register(&Registry::new()).unwrap();
-    let clock: rota::controller::leader::Clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let clock: rota::clock::Clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
     let mut rotation = RotationLoop::new(
         planner,
         recording.clone(),

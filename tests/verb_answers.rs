@@ -19,7 +19,7 @@ use rota::config::ValidConfig;
 use rota::core::health::HealthState;
 use rota::core::telemetry::{GpuCondition, NodeTelemetry, TelemetrySource};
 use rota::extender::{verbs, Context};
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
 
 fn answers_dir() -> PathBuf {

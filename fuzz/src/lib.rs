@@ -24,8 +24,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use prometheus::Registry;
 
 use rota::config::{TelemetryConfig, ValidConfig};
-use rota::controller::collector::{accept_agent, accept_dcgm};
-use rota::controller::dcgm;
 use rota::core::fairshare::SharePolicy;
 use rota::core::health::TelemetryRules;
 use rota::core::placement;
@@ -33,7 +31,9 @@ use rota::core::telemetry::NodeTelemetry;
 use rota::core::{GpuNode, GpuPod, WorkloadId, WorkloadKind};
 use rota::extender::{Context, Extender};
 use rota::http::{Handler, Request, Response};
-use rota::state::{translate, ClusterView, ViewSettings};
+use rota::read::telemetry::collector::{accept_agent, accept_dcgm};
+use rota::read::telemetry::dcgm;
+use rota::read::view::{translate, ClusterView, ViewSettings};
 use rota::wire::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, ExtenderPreemptionArgs,
     ExtenderPreemptionResult, HostPriorityList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use parking_lot::RwLock;
@@ -217,7 +217,7 @@ async fn sample_loop(
             tracing::error!("GPU source panicked; keeping the previous sample.");
             continue;
         };
-        let now = unix_now();
+        let now = crate::clock::now_seconds();
         finish(
             &mut sample,
             &options.node_name,
@@ -238,12 +238,6 @@ async fn sample_blocking(
         (source, sample)
     })
     .await
-}
-
-/// Wall-clock time as unix seconds (0 if the clock is before 1970).
-fn unix_now() -> f64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH);
-    since.map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 #[cfg(test)]

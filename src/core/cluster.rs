@@ -192,7 +192,8 @@ impl ClusterSnapshot {
         for pod in self.pods.values() {
             if pod.holds_gpus() && pod.node_name.as_deref() == Some(node) {
                 for (resource, &count) in &pod.requests {
-                    *used.entry(resource.clone()).or_insert(0) += count;
+                    let slot = used.entry(resource.clone()).or_insert(0);
+                    *slot = slot.saturating_add(count);
                 }
             }
         }

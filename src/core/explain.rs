@@ -161,7 +161,9 @@ pub fn explain(
             at_unix_seconds: None,
             basis: format!("never: {why}"),
         },
-        (PodState::Waiting, _) => estimate(cluster, r, gpus + gpus_ahead, available, now),
+        (PodState::Waiting, _) => {
+            estimate(cluster, r, gpus.saturating_add(gpus_ahead), available, now)
+        }
         (PodState::Admitted | PodState::Running, _) => StartEstimate {
             seconds: Some(0.0),
             at_unix_seconds: Some(now),

@@ -48,7 +48,7 @@ impl GpuNode {
 
     /// Total allocatable GPUs over all managed resources.
     pub fn total_allocatable(&self) -> u64 {
-        self.allocatable.values().sum()
+        super::quantity::saturating_sum(self.allocatable.values().copied())
     }
 }
 

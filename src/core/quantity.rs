@@ -3,6 +3,12 @@
 //! Follows the grammar of `k8s.io/apimachinery/pkg/api/resource`: a signed decimal number, then
 //! an optional binary suffix (Ki … Ei), decimal suffix (n, u, m, k, M, G, T, P, E) or exponent.
 
+/// Sums resource counts, saturating at `u64::MAX` instead of wrapping: counts come from API
+/// server input (two nodes reporting 1e20 GPUs each must not add up to a handful).
+pub fn saturating_sum<I: IntoIterator<Item = u64>>(counts: I) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
+}
+
 /// Parses a quantity into its value as `f64`. Errors say what was wrong, for user messages.
 pub fn parse_quantity(text: &str) -> Result<f64, String> {
     let s = text.trim();

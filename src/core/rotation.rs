@@ -120,7 +120,7 @@ pub struct RunningWorkload {
 impl RunningWorkload {
     /// GPUs held over all nodes.
     pub fn gpus(&self) -> u64 {
-        self.nodes.iter().map(|&(_, g)| g).sum()
+        super::quantity::saturating_sum(self.nodes.iter().map(|&(_, g)| g))
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!   ClusterSnapshot (after refresh_fair_share) ─┐
-//!   rotated-out index (controller watchers) ────┼─▶ build_plan_input(.., now) ─▶ PlanInput
+//!   rotated-out index (read-side feeds) ────────┼─▶ build_plan_input(.., now) ─▶ PlanInput
 //!   ValidConfig (quanta, protected classes) ────┘
 //! ```
 //!
@@ -24,6 +24,7 @@ use crate::config::ValidConfig;
 
 use super::cluster::ClusterSnapshot;
 use super::model::{GpuPod, WorkloadId};
+use super::quantity::saturating_sum;
 use super::rotation::{
     Limits, PlanInput, ResourceState, RotatedOutWorkload, RunningWorkload, Spread, TenantShare,
     WaitingWorkload,
@@ -66,9 +67,10 @@ fn stopping(
         if !out.contains(&w.id) {
             return true;
         }
-        *leaving
+        let slot = leaving
             .entry((w.tenant.clone(), w.resource.clone()))
-            .or_insert(0) += w.gpus();
+            .or_insert(0);
+        *slot = u64::saturating_add(*slot, w.gpus());
         false
     });
     leaving
@@ -93,12 +95,13 @@ impl Running {
             self.tenant.clone_from(&pod.tenant);
         }
         for (resource, &gpus) in &pod.requests {
-            *self
+            let slot = self
                 .held
                 .entry(resource.clone())
                 .or_default()
                 .entry(node.to_owned())
-                .or_insert(0) += gpus;
+                .or_insert(0);
+            *slot = slot.saturating_add(gpus);
         }
         // A pod not yet started (no startTime) counts from its creation.
         if let Some(t) = pod.started_at.or(pod.created_at) {
@@ -117,11 +120,11 @@ impl Running {
         now: f64,
     ) -> Option<RunningWorkload> {
         let (resource, nodes) = self.held.into_iter().max_by(|a, b| {
-            let sum = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+            let sum = |m: &BTreeMap<String, u64>| saturating_sum(m.values().copied());
             sum(&a.1).cmp(&sum(&b.1)).then_with(|| b.0.cmp(&a.0))
         })?;
         let nodes: Vec<(String, u64)> = nodes.into_iter().filter(|&(_, g)| g > 0).collect();
-        let gpus: u64 = nodes.iter().map(|&(_, g)| g).sum();
+        let gpus: u64 = saturating_sum(nodes.iter().map(|&(_, g)| g));
         // Unknown start: `now`, so the workload is not past its quantum (the safe reading).
         let started_at = self.started_at.unwrap_or(now);
         let quantum = match self.quantum {

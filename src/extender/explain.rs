@@ -13,11 +13,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
 
+use crate::clock;
 use crate::core::explain::{Explanation, PodState};
 use crate::core::fairshare::SharePolicy;
 use crate::core::gate::gpus;
 use crate::http::Response;
-use crate::state::fairshare::unix_now;
 
 use super::Context;
 
@@ -39,7 +39,7 @@ pub fn handle(ctx: &Context, path: &str) -> Response {
         );
     };
     let policy = SharePolicy::from_config(&ctx.config);
-    match ctx.view.explain(namespace, name, &policy, unix_now()) {
+    match ctx.view.explain(namespace, name, &policy, clock::now_seconds()) {
         Some(explanation) => match serde_json::to_vec(&explanation) {
             Ok(body) => Response::json(StatusCode::OK, body),
             Err(err) => Response::error(

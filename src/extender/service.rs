@@ -13,7 +13,8 @@ use prometheus::Registry;
 use crate::config::ValidConfig;
 use crate::http::{self, Handler, Request, Response};
 use crate::metrics::{self, ExtenderMetrics};
-use crate::state::ClusterView;
+use crate::read::view::ClusterView;
+use crate::readiness::Readiness;
 
 use super::explain;
 use super::verbs::{self, VerbError};
@@ -29,7 +30,7 @@ pub struct Context {
     pub learn_nodes: bool,
     /// Where the filter reports pods the gate holds back, for rate-limited Events; `None`
     /// without an API server and in tests.
-    pub held_events: Option<crate::controller::held_events::HeldSender>,
+    pub held_events: Option<crate::write::held_events::HeldSender>,
 }
 
 /// The extender HTTP handler.
@@ -37,6 +38,7 @@ pub struct Extender {
     ctx: Context,
     metrics: ExtenderMetrics,
     registry: Registry,
+    readiness: Option<Arc<Readiness>>,
 }
 
 /// A recognised endpoint.
@@ -97,7 +99,42 @@ impl Extender {
             ctx,
             metrics,
             registry,
+            readiness: None,
         })
+    }
+
+    /// Fails `/readyz` with the reasons `readiness` holds (besides an unsynced view).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// `/readyz`: 200 once the view has synced and nothing keeps this replica from working;
+    /// 503 with one line per reason otherwise. The verbs answer either way.
+    fn readyz(&self) -> Response {
+        const NOT_SYNCED: &str = "cluster view not synced yet\n";
+        let synced = self.ctx.view.is_synced();
+        let problems = self
+            .readiness
+            .as_ref()
+            .map(|r| r.problems())
+            .unwrap_or_default();
+        if problems.is_empty() {
+            return match synced {
+                true => Response::with_type(StatusCode::OK, http::TEXT, "ready\n"),
+                false => {
+                    Response::with_type(StatusCode::SERVICE_UNAVAILABLE, http::TEXT, NOT_SYNCED)
+                }
+            };
+        }
+        let mut body = String::from("not ready (the extender still answers kube-scheduler):\n");
+        if !synced {
+            body.push_str(NOT_SYNCED);
+        }
+        for problem in problems {
+            body.push_str(&format!("{problem}\n"));
+        }
+        Response::with_type(StatusCode::SERVICE_UNAVAILABLE, http::TEXT, body)
     }
 
     fn dispatch(&self, route: Route, request: &Request) -> Response {
@@ -121,14 +158,7 @@ impl Extender {
                 "rota does not bind pods: remove bindVerb from the extender configuration",
             ),
             Route::Healthz => Response::with_type(StatusCode::OK, http::TEXT, "ok\n"),
-            Route::Readyz if self.ctx.view.is_synced() => {
-                Response::with_type(StatusCode::OK, http::TEXT, "ready\n")
-            }
-            Route::Readyz => Response::with_type(
-                StatusCode::SERVICE_UNAVAILABLE,
-                http::TEXT,
-                "cluster view not synced yet\n",
-            ),
+            Route::Readyz => self.readyz(),
             Route::Metrics => Response::with_type(
                 StatusCode::OK,
                 http::PROMETHEUS_TEXT,

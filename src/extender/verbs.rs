@@ -13,16 +13,17 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::controller::held_events;
+use crate::clock::now_seconds as unix_now;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
-use crate::state::fairshare::{GateDecision, Held};
-use crate::state::translate;
+use crate::read::view::fairshare::{GateDecision, Held};
+use crate::read::view::translate;
 use crate::wire::{
     self, ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
     HostPriority, MetaPod, MetaVictims, NodeList, NodeMessages,
 };
+use crate::write::held_events;
 
 use super::Context;
 
@@ -374,10 +375,4 @@ fn telemetry_rules(ctx: &Context, now_unix_seconds: f64) -> TelemetryRules<'_> {
         config: &ctx.config.telemetry,
         now_unix_seconds,
     }
-}
-
-/// Wall-clock time as unix seconds (0 before 1970: telemetry then reads unknown, never healthy).
-fn unix_now() -> f64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0.0, |d| d.as_secs_f64())
 }

@@ -14,6 +14,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::names;
+
 /// How many distinct pods the measured requests cycle through.
 pub const POD_VARIANTS: usize = 16;
 
@@ -175,10 +177,10 @@ fn pod(variant: usize, rng: &mut SplitMix64) -> Value {
     let mut annotations = serde_json::Map::new();
     // Some pods narrow their hardware: rota then rejects part of the nodes with a reason.
     if variant % 4 == 1 {
-        annotations.insert("rota.io/gpu-models".into(), "H100,A100".into());
+        annotations.insert(names::GPU_MODELS_ANNOTATION.into(), "H100,A100".into());
     }
     if variant % 5 == 2 {
-        annotations.insert("rota.io/min-gpu-memory".into(), "40Gi".into());
+        annotations.insert(names::MIN_GPU_MEMORY_ANNOTATION.into(), "40Gi".into());
     }
     let quantity = |per_gpu: u64, unit: &str| format!("{}{unit}", per_gpu * gpus);
     json!({
@@ -190,7 +192,7 @@ fn pod(variant: usize, rng: &mut SplitMix64) -> Value {
             "resourceVersion": (500_000 + variant).to_string(),
             "creationTimestamp": "2026-11-23T19:23:00Z",
             "labels": {
-                "rota.io/tenant": tenant,
+                names::TENANT_LABEL: tenant,
                 "batch.kubernetes.io/job-name": job,
                 "job-name": job,
                 "batch.kubernetes.io/controller-uid": rng.uuid(),

@@ -9,7 +9,7 @@ use rota::config::ValidConfig;
 use rota::extender::{Context, Extender};
 use rota::http::{self, ServerOptions};
 use rota::metrics::ClusterCollector;
-use rota::state::{ClusterView, ViewSettings};
+use rota::read::view::{ClusterView, ViewSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

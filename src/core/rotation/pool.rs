@@ -93,7 +93,7 @@ impl Picks {
         self.victims.push(victim);
         match self.tenants.iter_mut().find(|e| e.0 == tenant) {
             Some(e) => {
-                e.1 += gpus;
+                e.1 = e.1.saturating_add(gpus);
                 e.2 += 1;
             }
             None => self.tenants.push((tenant, gpus, 1)),
@@ -186,7 +186,7 @@ impl<'a> Pool<'a> {
             if !p.node_ix.contains_key(name.as_str()) {
                 let n = p.node(name);
                 p.free[n] = *free;
-                p.total_free += *free;
+                p.total_free = p.total_free.saturating_add(*free);
                 if *free > 0 {
                     p.by_free.insert((*free, n));
                 }
@@ -591,7 +591,7 @@ impl<'a> Pool<'a> {
             })?;
             let v = self.victims.get(pick.2);
             picks.add(pick.2, v.tenant, v.gpus);
-            got += pick.0;
+            got = got.saturating_add(pick.0);
         }
         Some((picks, got))
     }
@@ -607,7 +607,7 @@ impl<'a> Pool<'a> {
                 .or_else(|| self.largest_in_pool(left, claim, &picks, tick))?;
             let v = self.victims.get(pick);
             picks.add(pick, v.tenant, v.gpus);
-            got += v.gpus;
+            got = got.saturating_add(v.gpus);
         }
         Some(Choice {
             victims: picks.victims,

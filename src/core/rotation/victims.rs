@@ -92,7 +92,7 @@ impl<'a> Victims<'a> {
         let start = self.nodes.len();
         for (n, g) in nodes {
             match self.nodes[start..].iter_mut().find(|e| e.0 == n) {
-                Some(e) => e.1 += g,
+                Some(e) => e.1 = e.1.saturating_add(g),
                 None => self.nodes.push((n, g)),
             }
         }
@@ -152,10 +152,11 @@ impl<'a> Victims<'a> {
 
     /// GPUs victim `id` holds on `node`.
     pub(super) fn on(&self, id: u32, node: usize) -> u64 {
-        (self.nodes_of(id).iter())
-            .filter(|&&(n, _)| n == node)
-            .map(|&(_, g)| g)
-            .sum()
+        crate::core::quantity::saturating_sum(
+            (self.nodes_of(id).iter())
+                .filter(|&&(n, _)| n == node)
+                .map(|&(_, g)| g),
+        )
     }
 
     /// Tenant `t`'s run of `by_gpus`, taken victims included.
@@ -218,12 +219,13 @@ impl<'a> Victims<'a> {
             let (start, end) = v.span;
             for &(n, g) in &self.nodes[start as usize..end as usize] {
                 if !v.taken {
-                    self.by_room[v.tenant].insert((free[n] + g, v.rank, id, n));
+                    (self.by_room[v.tenant]).insert((free[n].saturating_add(g), v.rank, id, n));
                 }
                 self.on_node.entry(n).or_default().push(id);
-                *reclaimable
+                let slot = reclaimable
                     .entry(n)
-                    .or_insert_with(|| initial.get(n).copied().unwrap_or(0)) += g;
+                    .or_insert_with(|| initial.get(n).copied().unwrap_or(0));
+                *slot = u64::saturating_add(*slot, g);
             }
         }
         self.probe = reclaimable.into_iter().map(|(n, g)| (g, n)).collect();
@@ -259,13 +261,14 @@ impl<'a> Victims<'a> {
                 continue;
             }
             let (start, end) = v.span;
-            let g: u64 = (self.nodes[start as usize..end as usize].iter())
-                .filter(|&&(n, _)| n == node)
-                .map(|&(_, g)| g)
-                .sum();
+            let g: u64 = crate::core::quantity::saturating_sum(
+                (self.nodes[start as usize..end as usize].iter())
+                    .filter(|&&(n, _)| n == node)
+                    .map(|&(_, g)| g),
+            );
             let index = &mut self.by_room[v.tenant];
-            index.remove(&(old + g, v.rank, id, node));
-            index.insert((new + g, v.rank, id, node));
+            index.remove(&(old.saturating_add(g), v.rank, id, node));
+            index.insert((new.saturating_add(g), v.rank, id, node));
         }
     }
 

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -32,7 +32,7 @@ use crate::config::TelemetryConfig;
 use crate::core::health::{grade_sample, MAX_CLOCK_AHEAD_SECONDS};
 use crate::core::telemetry::{NodeSample, NodeTelemetry, TelemetrySource, API_VERSION, KIND};
 use crate::metrics::TelemetryMetrics;
-use crate::state::ClusterView;
+use crate::read::view::ClusterView;
 
 /// Why one poll failed. Every variant leaves the node's earlier data in place (to go stale).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -306,7 +306,7 @@ async fn poll(
     let body = tokio::time::timeout(options.timeout, fetch)
         .await
         .map_err(|_| PollError::Timeout(options.timeout))??;
-    let received_at = unix_now();
+    let received_at = crate::clock::now_seconds();
     match target.source {
         TelemetrySource::Agent => {
             accept_agent(&body, &target.node, received_at, &options.thresholds)
@@ -413,12 +413,6 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Wall-clock time as unix seconds (0 before 1970).
-pub fn unix_now() -> f64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH);
-    since.map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! and writes the usage ledger; every replica answers the scheduler.
 //!
 //! ```text
-//!   every renew_period:  GET lease ─▶ absent ─────────────────────▶ POST (409: someone else won)
+//!   each round (leader: every renew_period; follower: every retry_period, 1 s when serving):
+//!                        GET lease ─▶ absent ─────────────────────▶ POST (409: someone else won)
 //!                                  ─▶ ours / free / expired ──────▶ PUT with its resourceVersion
 //!                                  ─▶ held by another, unexpired ─▶ follower
 //!   leader = the last write succeeded and began less than renew_deadline ago
@@ -13,18 +14,29 @@
 //! (publishes `false`) at once when a renew fails, conflicts or finds another holder, and no
 //! later than `renew_deadline` after the start of its last successful write, which is a margin
 //! before anyone else may see the lease expire (`renewTime + leaseDurationSeconds < now`). On
-//! shutdown it publishes `false` first, then frees the lease so a successor takes over at once.
+//! shutdown it publishes `false` first, then frees the lease (no holder, renew time long past)
+//! so a follower takes over on its next retry. A missing namespace (404 on create), a forbidden
+//! Lease (403/401) and an unreachable API server go to [`Readiness`], which logs each once.
 //! Must not: act on leadership itself (callers watch [`LeaderElector::subscribe`]), read the
 //! wall clock except through the injected [`Clock`], or sleep except with `tokio::time` (tests
 //! pause time).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
+
+use crate::clock::Clock;
+use crate::readiness::Readiness;
+
+/// Why leadership ends on shutdown (an expected step down, logged at INFO).
+const SHUTTING_DOWN: &str = "shutting down";
+
+/// The component name of the Lease in [`Readiness`].
+pub const COMPONENT: &str = "lease";
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -34,19 +46,9 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 /// long after a leader dies without releasing.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
-/// The wall clock, injectable so tests are deterministic.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// The system clock. Before 1970 (a broken clock) it reads the epoch.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
-        Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
-    })
-}
+/// How often a follower of the serving process retries: a lease released on shutdown is taken
+/// over within this period plus one round trip.
+pub const FOLLOWER_RETRY_PERIOD: Duration = Duration::from_secs(1);
 
 /// This replica's holder identity: `POD_NAME` (set from the downward API), else the host
 /// name plus a random suffix so two processes on one host never share an identity.
@@ -129,6 +131,9 @@ pub struct LeaderConfig {
     /// A leader that has not renewed for this long steps down, a margin before the lease can
     /// expire for others (clock skew, request latency). Default `lease_duration · 2/3`.
     pub renew_deadline: Duration,
+    /// How often a follower reads the lease to try again. Default `renew_period`; the serving
+    /// process uses [`FOLLOWER_RETRY_PERIOD`] so that a released lease is taken within 2 s.
+    pub retry_period: Duration,
 }
 
 impl LeaderConfig {
@@ -141,7 +146,14 @@ impl LeaderConfig {
             lease_duration: DEFAULT_LEASE_DURATION,
             renew_period: DEFAULT_LEASE_DURATION / 3,
             renew_deadline: DEFAULT_LEASE_DURATION * 2 / 3,
+            retry_period: DEFAULT_LEASE_DURATION / 3,
         }
+    }
+
+    /// Another follower retry period (a GET of the lease per period while following).
+    pub fn with_retry_period(mut self, retry_period: Duration) -> Self {
+        self.retry_period = retry_period;
+        self
     }
 
     /// Another lease duration, with renew period and deadline scaled as the defaults.
@@ -149,6 +161,7 @@ impl LeaderConfig {
         self.lease_duration = lease_duration;
         self.renew_period = lease_duration / 3;
         self.renew_deadline = lease_duration * 2 / 3;
+        self.retry_period = lease_duration / 3;
         self
     }
 
@@ -162,6 +175,8 @@ impl LeaderConfig {
                 "lease duration {:?} must be whole seconds ≥ 1 s",
                 self.lease_duration
             ))
+        } else if self.retry_period.is_zero() {
+            Some("the follower retry period is zero".to_owned())
         } else if self.renew_period.is_zero()
             || self.renew_period >= self.renew_deadline
             || self.renew_deadline >= self.lease_duration
@@ -198,6 +213,7 @@ pub struct LeaderElector {
     config: LeaderConfig,
     clock: Clock,
     leader: watch::Sender<bool>,
+    readiness: Option<Arc<Readiness>>,
 }
 
 impl std::fmt::Debug for LeaderElector {
@@ -210,8 +226,8 @@ impl std::fmt::Debug for LeaderElector {
 }
 
 impl LeaderElector {
-    /// An elector for `config` (validated), reading time from `clock` ([`system_clock`] in
-    /// production).
+    /// An elector for `config` (validated), reading time from `clock` ([`crate::clock::system`]
+    /// in production).
     pub fn new(client: Client, config: LeaderConfig, clock: Clock) -> Result<Self> {
         config.validate()?;
         Ok(Self {
@@ -219,7 +235,19 @@ impl LeaderElector {
             config,
             clock,
             leader: watch::Sender::new(false),
+            readiness: None,
         })
+    }
+
+    /// Reports a missing namespace, a forbidden Lease and an unreachable API server to
+    /// `readiness` (component [`COMPONENT`]), which logs each once per change at ERROR.
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    fn object(&self) -> String {
+        format!("lease {}/{}", self.config.namespace, self.config.lease_name)
     }
 
     /// `true` while this replica leads. Starts `false`; ends `false` when [`run`](Self::run)
@@ -246,13 +274,19 @@ impl LeaderElector {
             };
             renewed_at = self.settle(round, started);
             ever_led |= renewed_at.is_some();
+            // A leader renews every renew period; a follower tries again every retry period.
+            let period = if renewed_at.is_some() {
+                self.config.renew_period
+            } else {
+                self.config.retry_period
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                () = sleep_until(started + self.config.renew_period) => {}
+                () = sleep_until(started + period) => {}
             }
         }
-        self.publish(false, "shutting down");
+        self.publish(false, SHUTTING_DOWN);
         if ever_led {
             self.release().await;
         }
@@ -260,6 +294,22 @@ impl LeaderElector {
 
     /// Publishes the outcome of one round; returns the new "renewed at" instant if leading.
     fn settle(&self, round: Result<Round>, started: Instant) -> Option<Instant> {
+        if let Some(readiness) = &self.readiness {
+            match &round {
+                Ok(_) => readiness.kube_ok(COMPONENT),
+                Err(Error::Api { verb, source }) => {
+                    let object = self.object();
+                    let namespace = Some(self.config.namespace.as_str());
+                    let creating = *verb == "create";
+                    if readiness.kube_error(COMPONENT, &object, namespace, source, creating) {
+                        // Logged once by the registry; this replica cannot lead until fixed.
+                        self.publish(false, "the lease cannot be read or written");
+                        return None;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         match round {
             Ok(Round::Leading) => {
                 self.publish(true, "acquired or renewed the lease");
@@ -290,6 +340,8 @@ impl LeaderElector {
         });
         if changed && leading {
             tracing::info!(identity = %self.config.identity, why, "Became leader.");
+        } else if changed && why == SHUTTING_DOWN {
+            tracing::info!(identity = %self.config.identity, why, "Stopped leading.");
         } else if changed {
             tracing::warn!(identity = %self.config.identity, why, "Stopped leading.");
         }
@@ -319,7 +371,14 @@ impl LeaderElector {
             spec: Some(self.held_spec(LeaseSpec::default(), now, false)),
         };
         let created = self.api.create(&PostParams::default(), &lease).await;
-        written(created, "create", "another replica created the lease first")
+        match created {
+            // A create finds no object by design: a 404 means the namespace is missing.
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::Api {
+                verb: "create",
+                source: kube::Error::Api(status),
+            }),
+            created => written(created, "create", "another replica created the lease first"),
+        }
     }
 
     async fn take_or_renew(&self, mut lease: Lease, now: Timestamp) -> Result<Round> {

@@ -1,45 +1,35 @@
-//! kube-rs watchers that feed the cluster view: one for Nodes, one for Pods.
+//! The Node and Pod kinds of the cluster view, fed by the restartable [`Feeder`].
 //!
 //! ```text
-//!   watcher(Node) ─┐  Apply → apply_*        Init … InitApply … InitDone → replace_* (one lock)
-//!   watcher(Pod)  ─┴─▶ feed ──▶ ClusterView  first InitDone of every watcher → set_synced(true)
+//!   Feeder(Node) ─┐  Apply → apply_*        Init … InitApply … InitDone → replace_* (one lock)
+//!   Feeder(Pod)  ─┴─▶ ViewIndex ──▶ ClusterView   first InitDone of both → set_synced(true)
 //! ```
 //!
-//! Each watcher is a `kube::runtime::watcher` with `any_semantic()` lists and the default
-//! backoff: watch errors are logged and retried, never fatal. Objects are translated as they
-//! arrive and never kept (a re-list buffers translated items, and only pods that request a
-//! managed GPU), so there is no `managedFields` to strip and memory stays small.
-//! Pods are watched with a field selector that drops terminal phases: a pod that finishes then
-//! arrives as a `Delete`, which releases its GPUs like any other delete.
+//! Each watch is a `kube::runtime::watcher` with `any_semantic()` lists and the default
+//! backoff: watch errors are retried, never fatal, and a stream that ends is started again by
+//! the feeder. Objects are translated as they arrive and never kept (a re-list buffers
+//! translated items, and only pods that request a managed GPU), so there is no `managedFields`
+//! to strip and memory stays small. Pods are watched with a field selector that drops terminal
+//! phases: a pod that finishes then arrives as a `Delete`, which releases its GPUs like any
+//! other delete.
 //! Must not: write to the API server, or make decisions (`core` does).
-//!
-//! Telemetry lives beside the watchers: `agents` discovers the GPU telemetry reporters (pods
-//! with the agent's label), `collector` polls them into the view, and `dcgm` reads
-//! dcgm-exporter pages.
-
-pub mod agents;
-pub mod collector;
-pub mod dcgm;
-pub mod held_events;
-pub mod leader;
-pub mod ledger_store;
-pub mod rotated_out;
-pub mod rotation;
-pub mod usage;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use super::feeder::{drain, FeedMetrics, Feeder, Index};
 use crate::core::{GpuNode, GpuPod};
-use crate::state::{translate, ClusterView, ViewSettings};
+use crate::read::view::{translate, ClusterView, ViewSettings};
+use crate::readiness::Readiness;
 
 /// Server-side filter for the Pod watch: terminal pods hold no GPUs, and there can be many.
 pub const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -72,23 +62,57 @@ impl Error {
     }
 }
 
-/// Runs the Node and Pod watchers until one of their streams ends (in practice, forever).
+/// Runs the Node and Pod watchers until one of their streams ends (tests; the serving process
+/// uses [`feed_forever`], which restarts them).
 pub async fn run_watchers(client: Client, view: Arc<ClusterView>) -> Result<()> {
     let gate = SyncGate::new(&[Node::KIND_NAME, Pod::KIND_NAME]);
-    let nodes = watcher::watcher(
+    let nodes = node_watch(&client);
+    let pods = pod_watch(&client);
+    tokio::try_join!(feed(nodes, &view, &gate), feed(pods, &view, &gate))?;
+    Ok(())
+}
+
+/// A fresh watch of every Node.
+fn node_watch(client: &Client) -> impl Stream<Item = Result<Event<Node>, watcher::Error>> + Send {
+    watcher::watcher(
         Api::<Node>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .default_backoff();
-    let pods = watcher::watcher(
-        Api::<Pod>::all(client),
+    .default_backoff()
+}
+
+/// A fresh watch of every non-terminal Pod.
+fn pod_watch(client: &Client) -> impl Stream<Item = Result<Event<Pod>, watcher::Error>> + Send {
+    watcher::watcher(
+        Api::<Pod>::all(client.clone()),
         watcher::Config::default()
             .any_semantic()
             .fields(POD_FIELD_SELECTOR),
     )
-    .default_backoff();
-    tokio::try_join!(feed(nodes, &view, &gate), feed(pods, &view, &gate))?;
-    Ok(())
+    .default_backoff()
+}
+
+/// Feeds the view from Node and Pod watches until `shutdown`, each kind through its own
+/// restartable [`Feeder`]; the view is synced once both have listed.
+pub async fn feed_forever(
+    client: Client,
+    view: Arc<ClusterView>,
+    metrics: Arc<FeedMetrics>,
+    readiness: Option<Arc<Readiness>>,
+    shutdown: impl Future<Output = ()> + Clone,
+) {
+    let gate = SyncGate::new(&[Node::KIND_NAME, Pod::KIND_NAME]);
+    let nodes = Feeder::new(metrics.clone(), readiness.clone()).run(
+        || node_watch(&client),
+        ViewIndex::<Node>::new(&view, &gate),
+        shutdown.clone(),
+    );
+    let pods = Feeder::new(metrics, readiness).run(
+        || pod_watch(&client),
+        ViewIndex::<Pod>::new(&view, &gate),
+        shutdown,
+    );
+    tokio::join!(nodes, pods);
 }
 
 /// Feeds one watcher's events into the view until the stream ends (then `StreamEnded`).
@@ -98,22 +122,13 @@ where
     K: Indexed,
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
 {
-    let mut relist = Relist::<K>::default();
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => {
-                if relist.handle(view, event) {
-                    gate.listed(K::KIND_NAME, view);
-                }
-            }
-            Err(err) => tracing::warn!(
-                kind = K::KIND_NAME,
-                error = %err,
-                "Watch failed; retrying after backoff."
-            ),
+    let index = ViewIndex::<K>::new(view, gate);
+    let mut observe = |err: Option<&watcher::Error>| {
+        if let Some(err) = err {
+            tracing::warn!(kind = K::KIND_NAME, error = %err, "Watch failed; retrying after backoff.");
         }
-    }
+    };
+    drain(events, &index, &mut observe).await;
     Err(Error::StreamEnded { kind: K::KIND_NAME })
 }
 
@@ -142,52 +157,61 @@ impl SyncGate {
     }
 }
 
-/// The watcher's state machine for one kind: events apply at once, except during a (re-)list,
-/// whose items are buffered and swapped in at `InitDone` so readers never see half a list.
-#[derive(Debug)]
-pub struct Relist<K: Indexed> {
-    buffer: Option<Vec<K::Item>>,
+/// One kind's share of the cluster view, as a feeder [`Index`]: events apply at once; a
+/// (re-)list is swapped in whole and reported to the sync gate.
+pub struct ViewIndex<'a, K> {
+    view: &'a ClusterView,
+    gate: &'a SyncGate,
+    kind: std::marker::PhantomData<fn(K)>,
 }
 
-impl<K: Indexed> Default for Relist<K> {
-    fn default() -> Self {
-        Self { buffer: None }
+impl<'a, K> ViewIndex<'a, K> {
+    /// The index of kind `K` in `view`, reporting lists to `gate`.
+    pub fn new(view: &'a ClusterView, gate: &'a SyncGate) -> Self {
+        Self {
+            view,
+            gate,
+            kind: std::marker::PhantomData,
+        }
     }
 }
 
-impl<K: Indexed> Relist<K> {
-    /// Applies one event; returns `true` when a list has just completed.
-    pub fn handle(&mut self, view: &ClusterView, event: Event<K>) -> bool {
-        match event {
-            Event::Apply(obj) => K::apply(view, &obj),
-            Event::Delete(obj) => K::delete(view, &obj),
-            Event::Init => self.buffer = Some(Vec::new()),
-            Event::InitApply(obj) => {
-                if let Some(item) = obj.translate(view.settings()) {
-                    self.buffer.get_or_insert_with(Vec::new).push(item);
-                }
-            }
-            Event::InitDone => {
-                let items = self.buffer.take().unwrap_or_default();
-                tracing::info!(
-                    kind = K::KIND_NAME,
-                    count = items.len(),
-                    "Watcher listed every object."
-                );
-                K::replace(view, items);
-                return true;
-            }
-        }
-        false
+impl<K: Indexed> Index<K> for ViewIndex<'_, K> {
+    type Item = K::Item;
+
+    fn kind(&self) -> &'static str {
+        K::KIND_NAME
+    }
+
+    fn item(&self, obj: &K) -> Option<K::Item> {
+        obj.translate(self.view.settings())
+    }
+
+    fn apply(&self, obj: &K) {
+        K::apply(self.view, obj);
+    }
+
+    fn delete(&self, obj: &K) {
+        K::delete(self.view, obj);
+    }
+
+    fn replace(&self, items: Vec<K::Item>) {
+        tracing::info!(
+            kind = K::KIND_NAME,
+            count = items.len(),
+            "Watcher listed every object."
+        );
+        K::replace(self.view, items);
+        self.gate.listed(K::KIND_NAME, self.view);
     }
 }
 
 /// A Kubernetes kind the cluster view indexes.
-pub trait Indexed: Resource + Clone + DeserializeOwned + Debug + Send + 'static {
+pub trait Indexed: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
     /// Plural name for logs and the sync gate (`nodes`, `pods`).
     const KIND_NAME: &'static str;
     /// The translated form buffered during a list.
-    type Item: Debug + Send;
+    type Item: Debug + Send + Sync;
     /// Translates the object, or `None` when the view does not keep it.
     fn translate(&self, settings: &ViewSettings) -> Option<Self::Item>;
     /// Applies an added or modified object.

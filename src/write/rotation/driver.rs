@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::{Action, Actuator, Direction, Error, Outcome, Plan, Result, RotationMetrics};
+use crate::clock::Clock;
 use crate::config::ValidConfig;
-use crate::controller::leader::Clock;
 use crate::core::{WorkloadId, WorkloadKind};
 
 /// Default number of actions carried out at once: the default `rotation.maxPerTick`.
@@ -127,7 +127,7 @@ pub struct RotationLoop<P> {
 
 impl<P: Planner> RotationLoop<P> {
     /// A loop that plans with `planner`, acts through `actuator` only while `leader` reads
-    /// `true` ([`LeaderElector::subscribe`](crate::controller::leader::LeaderElector::subscribe)),
+    /// `true` ([`LeaderElector::subscribe`](crate::write::leader::LeaderElector::subscribe)),
     /// and reads `now` from `clock`.
     pub fn new(
         planner: P,

@@ -1,7 +1,7 @@
 //! The cluster view: a synchronous index of GPU nodes and pods, fed by watch events.
 //!
 //! ```text
-//!   controller ── apply/delete/reset(Node|Pod) ──▶ translate ──▶ ClusterSnapshot (RwLock)
+//!   read::cluster ── apply/delete/reset(Node|Pod) ──▶ translate ──▶ ClusterSnapshot (RwLock)
 //!                                                                  │ generation += 1
 //!   extender, rotation loop, metrics ◀── read() / subscribe() ─────┘
 //! ```
@@ -13,7 +13,7 @@
 //! heartbeats and CPU-only pods wake nobody.
 //! Invariants: the lock is never held while the generation is published; pods are keyed by UID
 //! (or `namespace/name` when a hand-written pod has none).
-//! Must not: talk to the API server (that is `controller`), or make policy decisions (`core`).
+//! Must not: talk to the API server (the feeds in `read` do), or make policy decisions (`core`).
 
 pub mod fairshare;
 pub mod fairshare_metrics;
@@ -53,7 +53,7 @@ impl ViewSettings {
     }
 }
 
-/// The live cluster view shared by the extender, the controller and the metrics.
+/// The live cluster view shared by the extender, the feeds, the write-side loops and the metrics.
 #[derive(Debug)]
 pub struct ClusterView {
     settings: ViewSettings,

@@ -9,9 +9,10 @@
 //!
 //! Invariants: a save is all or nothing (a reader sees the old ledger or the new one, never half
 //! of one), so a restart loses at most one tick; a load sweeps the temporary files of writers
-//! killed mid-save (`tests/restarts.rs` kills real processes to check both). A missing, corrupt or truncated ledger is never
+//! killed mid-save (`tests/restarts_ledger.rs` kills real processes to check both). A missing, corrupt or truncated ledger is never
 //! an error: it is recovered tenant by tenant through [`parse_record`] (a tenant that cannot be
-//! read starts from zero) and every problem is logged with `warn!` and returned to the caller.
+//! read starts from zero) and every problem is logged with `warn!` and returned to the caller,
+//! except a ledger that is simply absent (a first start), which the caller reports once.
 //! Only the leader saves (the caller's duty), so a ConfigMap conflict means a person or a late
 //! former leader wrote it; the leader's ledger wins and the conflict is logged.
 //! Must not: decide anything about usage (the pure [`Ledger`] does), read a clock (`now` is an
@@ -103,6 +104,25 @@ impl Error {
         }
     }
 
+    /// The Kubernetes request that failed, as `(verb, namespace, object, error)`, if this is an
+    /// API error.
+    pub fn kube(&self) -> Option<(&'static str, &str, String, &kube::Error)> {
+        match self {
+            Error::Api {
+                verb,
+                namespace,
+                name,
+                source,
+            } => Some((
+                verb,
+                namespace.as_str(),
+                format!("configmap {namespace}/{name}"),
+                source.as_ref(),
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether trying again (next tick) may succeed. A bad half-life or an API answer such as
     /// 403 Forbidden or 422 Invalid needs a person.
     pub fn is_retryable(&self) -> bool {
@@ -133,8 +153,12 @@ fn api_retryable(err: &kube::Error) -> bool {
 pub struct Loaded {
     /// The ledger to continue from.
     pub ledger: Ledger,
-    /// Human-readable problems (missing ledger, corrupt JSON, tenants dropped); already logged.
+    /// Human-readable problems (missing ledger, corrupt JSON, tenants dropped). All but a
+    /// missing ledger are already logged; a missing ledger is the caller's to report (it is
+    /// expected on a first start, and a follower reloads every tick).
     pub problems: Vec<String>,
+    /// There was no ledger at all (no file, no ConfigMap or no key in it).
+    pub missing: bool,
 }
 
 impl Loaded {
@@ -143,7 +167,21 @@ impl Loaded {
         for problem in &problems {
             tracing::warn!(source, problem = %problem, "Usage ledger problem; recovered.");
         }
-        Self { ledger, problems }
+        Self {
+            ledger,
+            problems,
+            missing: false,
+        }
+    }
+
+    /// A fresh ledger because there is none stored: not logged here (see [`Loaded::problems`]).
+    fn missing(half_life_seconds: f64, problem: String, source: &str) -> Result<Self> {
+        tracing::debug!(source, "No usage ledger stored.");
+        Ok(Self {
+            ledger: Ledger::new(half_life_seconds)?,
+            problems: vec![problem],
+            missing: true,
+        })
     }
 }
 
@@ -176,14 +214,6 @@ fn encode(ledger: &Ledger) -> Result<String> {
 fn decode(text: &str, half_life_seconds: f64, source: &str) -> Result<Loaded> {
     let (ledger, problems) = parse_record(text, half_life_seconds)?;
     Ok(Loaded::logged(ledger, problems, source))
-}
-
-fn empty(half_life_seconds: f64, problem: String, source: &str) -> Result<Loaded> {
-    Ok(Loaded::logged(
-        Ledger::new(half_life_seconds)?,
-        vec![problem],
-        source,
-    ))
 }
 
 /// The ledger in a local file, for `--cluster none`.
@@ -225,7 +255,7 @@ impl FileLedgerStore {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let problem = format!("no ledger at {source}; starting from zero");
-                return empty(self.half_life_seconds, problem, &source);
+                return Loaded::missing(self.half_life_seconds, problem, &source);
             }
             Err(source_err) => {
                 return Err(Error::Read {
@@ -424,11 +454,11 @@ impl ConfigMapLedgerStore {
             Some(text) => decode(&text, self.half_life_seconds, &source),
             None if missing => {
                 let problem = format!("no ledger at {source}; starting from zero");
-                empty(self.half_life_seconds, problem, &source)
+                Loaded::missing(self.half_life_seconds, problem, &source)
             }
             None => {
                 let problem = format!("{source} has no key {CONFIG_MAP_KEY}; starting from zero");
-                empty(self.half_life_seconds, problem, &source)
+                Loaded::missing(self.half_life_seconds, problem, &source)
             }
         }
     }
@@ -557,7 +587,9 @@ impl<S: LedgerStore> LedgerKeeper<S> {
     /// Loads the ledger from `store` (recovering what it can; problems are logged and
     /// returned).
     pub async fn load(store: S) -> Result<(Self, Vec<String>)> {
-        let Loaded { ledger, problems } = store.load().await?;
+        let Loaded {
+            ledger, problems, ..
+        } = store.load().await?;
         Ok((Self { ledger, store }, problems))
     }
 
@@ -579,7 +611,9 @@ impl<S: LedgerStore> LedgerKeeper<S> {
     /// Replaces the live ledger with the stored one (on becoming leader). On error the live
     /// ledger is kept.
     pub async fn reload(&mut self) -> Result<Vec<String>> {
-        let Loaded { ledger, problems } = self.store.load().await?;
+        let Loaded {
+            ledger, problems, ..
+        } = self.store.load().await?;
         self.ledger = ledger;
         Ok(problems)
     }

@@ -6,6 +6,9 @@
 //! hold), then saves it through a [`LedgerStore`]. Followers only reload what the leader wrote,
 //! so every replica's gate sees the same usage. A restart loses at most one tick: after a gap
 //! longer than two ticks the ledger only decays over the gap (nobody knows what was held then).
+//! What a load finds is logged once per change ([`LoadOutcome`]): a first start without a ledger
+//! is one INFO line, however many followers' reloads follow; a forbidden ConfigMap or an
+//! unreachable API server goes to [`Readiness`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +16,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock;
 use crate::config::ValidConfig;
 use crate::core::ledger::{self, Ledger};
+use crate::core::quantity::saturating_sum;
 use crate::core::ClusterSnapshot;
-use crate::state::fairshare::{unix_now, SharedLedger};
-use crate::state::ClusterView;
+use crate::read::view::fairshare::SharedLedger;
+use crate::read::view::ClusterView;
+use crate::readiness::Readiness;
 
 use super::ledger_store::LedgerStore;
 
@@ -33,18 +39,19 @@ pub fn charges(snapshot: &ClusterSnapshot, config: &ValidConfig) -> BTreeMap<Str
         let Some(node) = pod.node_name.as_deref() else {
             continue;
         };
-        let gpus: u64 = pod.requests.values().sum();
-        *per_node
+        let gpus: u64 = saturating_sum(pod.requests.values().copied());
+        let slot = per_node
             .entry(node)
             .or_default()
             .entry(pod.tenant.as_str())
-            .or_insert(0) += gpus;
+            .or_insert(0);
+        *slot = slot.saturating_add(gpus);
     }
     let mut out: BTreeMap<String, TenantCharge> = BTreeMap::new();
     for (node_name, tenants) in per_node {
         let node = snapshot.node(node_name);
         let weight = ledger::device_weight(&config.usage, node.and_then(|n| n.product.as_deref()));
-        let held_on_node: u64 = tenants.values().sum();
+        let held_on_node: u64 = saturating_sum(tenants.values().copied());
         let busy = node.and_then(measured_busy_gpus);
         for (tenant, gpus) in tenants {
             let entry = out.entry(tenant.to_string()).or_insert((0.0, None));
@@ -71,6 +78,7 @@ fn measured_busy_gpus(node: &crate::core::GpuNode) -> Option<f64> {
 }
 
 /// The accounting task's inputs.
+#[derive(Clone)]
 pub struct UsageAccounting {
     /// The ledger the fair-share refresher reads.
     pub ledger: SharedLedger,
@@ -84,24 +92,137 @@ pub struct UsageAccounting {
     pub leader: watch::Receiver<bool>,
     /// Time between ticks.
     pub interval: Duration,
+    /// Where a forbidden ledger or an unreachable API server is reported (component
+    /// [`COMPONENT`]); `None` logs them as plain errors.
+    pub readiness: Option<Arc<Readiness>>,
+}
+
+/// The component name of the usage ledger in [`Readiness`].
+pub const COMPONENT: &str = "ledger";
+
+/// What one load found, compared from one load to the next so that each change is logged once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// A stored ledger was loaded (perhaps partly recovered; problems were logged).
+    Loaded,
+    /// Nothing is stored yet: a first start (or someone deleted it).
+    Missing(String),
+    /// The store could not be read; the live ledger was kept.
+    Failed(String),
 }
 
 impl UsageAccounting {
-    /// Loads the stored ledger into the shared one (problems were logged by the store).
-    pub async fn load(&self) {
+    /// Loads the stored ledger into the shared one (problems were logged by the store); on
+    /// error the live ledger is kept. Returns what it found, for [`report`](Self::report).
+    pub async fn load(&self) -> LoadOutcome {
         match self.store.load().await {
-            Ok(loaded) => *self.ledger.lock() = loaded.ledger,
-            Err(err) => tracing::error!(
-                code = err.code(),
-                error = %err,
-                "Cannot load the usage ledger; starting from zero."
-            ),
+            Ok(loaded) => {
+                *self.ledger.lock() = loaded.ledger;
+                if let Some(readiness) = &self.readiness {
+                    readiness.kube_ok(COMPONENT);
+                }
+                match loaded
+                    .problems
+                    .into_iter()
+                    .next()
+                    .filter(|_| loaded.missing)
+                {
+                    Some(problem) => LoadOutcome::Missing(problem),
+                    None => LoadOutcome::Loaded,
+                }
+            }
+            Err(err) => {
+                let loud = self.report_error(&err);
+                let text = format!("{}: {err}", err.code());
+                if loud {
+                    LoadOutcome::Failed(format!("reported: {}", err.code()))
+                } else {
+                    LoadOutcome::Failed(text)
+                }
+            }
         }
     }
 
-    /// Runs forever: charge and save while leader, reload while follower.
+    /// Hands a store error to the readiness registry; `true` when it took it (logged there).
+    fn report_error(&self, err: &super::ledger_store::Error) -> bool {
+        let (Some(readiness), Some((verb, namespace, object, source))) =
+            (&self.readiness, err.kube())
+        else {
+            return false;
+        };
+        readiness.kube_error(
+            COMPONENT,
+            &object,
+            Some(namespace),
+            source,
+            verb == "create",
+        )
+    }
+
+    /// Logs `outcome` if it differs from `last`: one INFO line for a first start without a
+    /// ledger, one ERROR line per new load failure, one INFO line on recovery.
+    pub fn report(last: &mut Option<LoadOutcome>, outcome: LoadOutcome) {
+        if last.as_ref() == Some(&outcome) {
+            return;
+        }
+        match &outcome {
+            LoadOutcome::Missing(problem) => tracing::info!(
+                problem = %problem,
+                "No usage ledger stored yet (expected on a first start): usage starts from zero; the leader creates it on its first tick."
+            ),
+            LoadOutcome::Failed(why) if why.starts_with("reported: ") => {}
+            LoadOutcome::Failed(why) => tracing::error!(
+                error = %why,
+                "Cannot load the usage ledger; keeping the one in memory and retrying every tick."
+            ),
+            LoadOutcome::Loaded => {
+                if matches!(last, Some(LoadOutcome::Failed(_))) {
+                    tracing::info!("Usage ledger loads again.");
+                }
+            }
+        }
+        *last = Some(outcome);
+    }
+
+    /// The read half, on every replica, until dropped: loads the stored ledger at start and
+    /// every interval while following, so every replica's gate sees the leader's usage. Never
+    /// writes. `last` is shared with [`lead`](Self::lead) so each change is logged once.
+    pub async fn follow(mut self, last: Arc<parking_lot::Mutex<Option<LoadOutcome>>>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if *self.leader.borrow_and_update() {
+                continue;
+            }
+            let outcome = self.load().await;
+            Self::report(&mut last.lock(), outcome);
+        }
+    }
+
+    /// The write half, for one leadership term, until dropped or the leader flag turns
+    /// `false`: loads the former leader's last word (it kept writing until it stepped down),
+    /// then charges and saves every interval.
+    pub async fn lead(self, last: Arc<parking_lot::Mutex<Option<LoadOutcome>>>) {
+        let outcome = self.load().await;
+        Self::report(&mut last.lock(), outcome);
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if !*self.leader.borrow() {
+                return;
+            }
+            self.tick(clock::now_seconds()).await;
+        }
+    }
+
+    /// Both halves in one loop, until dropped: charge and save while leader, reload while
+    /// follower (one process that leads and follows in turn, as tests run it).
     pub async fn run(mut self) {
-        self.load().await;
+        let mut last = None;
+        let outcome = self.load().await;
+        Self::report(&mut last, outcome);
         let mut was_leader = *self.leader.borrow_and_update();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,13 +231,15 @@ impl UsageAccounting {
             let leader = *self.leader.borrow_and_update();
             if leader && !was_leader {
                 // A former leader kept writing until it stepped down: start from its last word.
-                self.load().await;
+                let outcome = self.load().await;
+                Self::report(&mut last, outcome);
             }
             was_leader = leader;
             if leader {
-                self.tick(unix_now()).await;
+                self.tick(clock::now_seconds()).await;
             } else {
-                self.load().await;
+                let outcome = self.load().await;
+                Self::report(&mut last, outcome);
             }
         }
     }
@@ -154,13 +277,19 @@ impl UsageAccounting {
             );
             ledger.clone()
         };
-        if let Err(err) = self.store.save(&copy).await {
-            tracing::error!(
+        match self.store.save(&copy).await {
+            Ok(()) => {
+                if let Some(readiness) = &self.readiness {
+                    readiness.kube_ok(COMPONENT);
+                }
+            }
+            Err(err) if self.report_error(&err) => {}
+            Err(err) => tracing::error!(
                 code = err.code(),
                 retryable = err.is_retryable(),
                 error = %err,
                 "Cannot save the usage ledger; keeping it in memory and retrying next tick."
-            );
+            ),
         }
     }
 }
@@ -169,9 +298,9 @@ impl UsageAccounting {
 mod tests {
     use super::*;
     use crate::config::RotaConfig;
-    use crate::controller::ledger_store::FileLedgerStore;
     use crate::core::{GpuNode, GpuPod, WorkloadId};
-    use crate::state::ViewSettings;
+    use crate::read::view::ViewSettings;
+    use crate::write::ledger_store::FileLedgerStore;
 
     fn config() -> ValidConfig {
         let mut c = RotaConfig::default();
@@ -237,6 +366,7 @@ mod tests {
             config: config.clone(),
             leader: watch::channel(true).1,
             interval: Duration::from_secs(30),
+            readiness: None,
         };
         let first = make();
         first.tick(1_000.0).await; // starts the clock
@@ -273,6 +403,7 @@ mod tests {
             config: config.clone(),
             leader: watch::channel(true).1,
             interval: Duration::from_secs(30),
+            readiness: None,
         };
         accounting.tick(2_000.0).await; // resets the clock, keeps the values
         let kept = accounting.ledger.lock().usage("physics", 2_000.0);

@@ -15,9 +15,12 @@
 //! Must not: write to the API server, or decide what to resume (`core::rotation` does).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{ApiResource, DynamicObject};
@@ -29,9 +32,11 @@ use serde_json::Value;
 use crate::core::model::GpuCounts;
 use crate::core::rotation::{RotatedOutWorkload, Spread, WaitingWorkload};
 use crate::core::{WorkloadId, WorkloadKind};
-use crate::state::{translate, ViewSettings};
+use crate::read::view::{translate, ViewSettings};
 
-use super::rotation::ROTATED_OUT_AT;
+use super::feeder::{drain, FeedMetrics, Feeder, Index};
+use crate::names::ROTATED_OUT_AT;
+use crate::readiness::Readiness;
 
 /// The VirtualMachine `runStrategy` of a stopped VM.
 pub const HALTED: &str = "Halted";
@@ -96,10 +101,12 @@ impl RotatedOutIndex {
         let mut out: BTreeMap<String, GpuCounts> = BTreeMap::new();
         for entry in self.entries.read().values() {
             let w = &entry.workload;
-            *out.entry(w.tenant.clone())
+            let slot = out
+                .entry(w.tenant.clone())
                 .or_default()
                 .entry(w.resource.clone())
-                .or_insert(0) += w.gpus;
+                .or_insert(0);
+            *slot = slot.saturating_add(w.gpus);
         }
         out
     }
@@ -224,7 +231,7 @@ fn rotated_out_at(annotations: &BTreeMap<String, String>) -> Option<f64> {
     let raw = annotations.get(ROTATED_OUT_AT)?;
     let at = raw
         .parse::<k8s_openapi::jiff::Timestamp>()
-        .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
+        .map_or(0.0, crate::clock::seconds);
     Some(at)
 }
 
@@ -274,28 +281,74 @@ fn primary(counts: &GpuCounts) -> Option<(String, u64)> {
 
 // === watchers ===
 
-/// Watches Jobs into `index` forever (watch errors are retried with backoff).
-pub async fn watch_jobs(client: Client, index: Arc<RotatedOutIndex>, settings: ViewSettings) {
-    let events = watcher::watcher(
-        Api::<Job>::all(client),
+/// A fresh watch of every Job.
+pub fn job_watch(client: &Client) -> impl Stream<Item = Result<Event<Job>, watcher::Error>> + Send {
+    watcher::watcher(
+        Api::<Job>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .default_backoff();
-    let entry = move |job: &Job| job_entry(job, &settings);
-    feed(events, &index, WorkloadKind::Job, entry).await;
+    .default_backoff()
 }
 
-/// Watches KubeVirt VirtualMachines into `index` forever; without the CRD, logs once that VM
-/// rotation is disabled and keeps retrying quietly (installing KubeVirt later just works).
-pub async fn watch_vms(client: Client, index: Arc<RotatedOutIndex>, settings: ViewSettings) {
-    let resource = vm_api_resource();
-    let events = watcher::watcher(
-        Api::<DynamicObject>::all_with(client, &resource),
+/// A fresh watch of every KubeVirt VirtualMachine.
+pub fn vm_watch(
+    client: &Client,
+) -> impl Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send {
+    watcher::watcher(
+        Api::<DynamicObject>::all_with(client.clone(), &vm_api_resource()),
         watcher::Config::default().any_semantic(),
     )
-    .default_backoff();
+    .default_backoff()
+}
+
+/// Watches Jobs into `index` until the stream ends (tests; the serving process runs
+/// [`feed_forever`], which restarts it).
+pub async fn watch_jobs(client: Client, index: Arc<RotatedOutIndex>, settings: ViewSettings) {
+    let entry = move |job: &Job| job_entry(job, &settings);
+    feed(job_watch(&client), &index, WorkloadKind::Job, entry).await;
+}
+
+/// Watches KubeVirt VirtualMachines into `index` until the stream ends; without the CRD, logs
+/// once that VM rotation is disabled and keeps retrying quietly (installing KubeVirt later just
+/// works).
+pub async fn watch_vms(client: Client, index: Arc<RotatedOutIndex>, settings: ViewSettings) {
     let entry = move |vm: &DynamicObject| vm_entry(vm, &settings);
-    feed(events, &index, WorkloadKind::VirtualMachine, entry).await;
+    feed(
+        vm_watch(&client),
+        &index,
+        WorkloadKind::VirtualMachine,
+        entry,
+    )
+    .await;
+}
+
+/// Feeds `index` from Job and VM watches until `shutdown`, each through its own restartable
+/// [`Feeder`] (so a watch that ends is started again with a fresh list).
+pub async fn feed_forever(
+    client: Client,
+    index: Arc<RotatedOutIndex>,
+    settings: ViewSettings,
+    metrics: Arc<FeedMetrics>,
+    readiness: Option<Arc<Readiness>>,
+    shutdown: impl Future<Output = ()> + Clone,
+) {
+    let job_settings = settings.clone();
+    let jobs = RotatedOutFeed::new(&index, WorkloadKind::Job, move |job: &Job| {
+        job_entry(job, &job_settings)
+    });
+    let vms = RotatedOutFeed::new(
+        &index,
+        WorkloadKind::VirtualMachine,
+        move |vm: &DynamicObject| vm_entry(vm, &settings),
+    );
+    tokio::join!(
+        Feeder::new(metrics.clone(), readiness.clone()).run(
+            || job_watch(&client),
+            jobs,
+            shutdown.clone()
+        ),
+        Feeder::new(metrics, readiness).run(|| vm_watch(&client), vms, shutdown),
+    );
 }
 
 /// Feeds one watcher's events into `index` until the stream ends. Generic over the stream so
@@ -304,38 +357,87 @@ pub async fn feed<K, S, F>(events: S, index: &RotatedOutIndex, kind: WorkloadKin
 where
     K: ResourceExt,
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
+    F: Fn(&K) -> Option<RotatedOutWorkload> + Send + Sync,
+{
+    let feed = RotatedOutFeed::new(index, kind, entry);
+    let mut observe = |err: Option<&watcher::Error>| {
+        if let Some(err) = err {
+            tracing::warn!(kind = kind.as_str(), error = %err, "Rotated-out watch failed; retrying after backoff.");
+        }
+    };
+    drain(events, &feed, &mut observe).await;
+    tracing::warn!(kind = kind.as_str(), "Rotated-out watch stream ended.");
+}
+
+/// One workload kind's share of the [`RotatedOutIndex`], as a feeder [`Index`].
+pub struct RotatedOutFeed<'a, K, F> {
+    index: &'a RotatedOutIndex,
+    kind: WorkloadKind,
+    entry: F,
+    missing_logged: AtomicBool,
+    objects: PhantomData<fn(&K)>,
+}
+
+impl<'a, K, F> RotatedOutFeed<'a, K, F>
+where
     F: Fn(&K) -> Option<RotatedOutWorkload>,
 {
-    let mut events = std::pin::pin!(events);
-    let mut buffer: Option<Vec<RotatedOutWorkload>> = None;
-    let mut missing_logged = false;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(Event::Apply(obj)) => index.set(id(kind, &obj), entry(&obj)),
-            Ok(Event::Delete(obj)) => index.set(id(kind, &obj), None),
-            Ok(Event::Init) => buffer = Some(Vec::new()),
-            Ok(Event::InitApply(obj)) => buffer.get_or_insert_with(Vec::new).extend(entry(&obj)),
-            Ok(Event::InitDone) => {
-                index.replace_kind(kind, buffer.take().unwrap_or_default());
-                index.mark_listed(kind);
-                missing_logged = false;
-            }
-            Err(err) if kind == WorkloadKind::VirtualMachine && is_not_found(&err) => {
-                // No KubeVirt: no VM can be rotated out, so there is nothing to wait for.
-                index.mark_listed(kind);
-                if !missing_logged {
-                    tracing::info!("KubeVirt not installed; VM rotation disabled.");
-                    missing_logged = true;
-                }
-            }
-            Err(err) => tracing::warn!(
-                kind = kind.as_str(),
-                error = %err,
-                "Rotated-out watch failed; retrying after backoff."
-            ),
+    /// Feeds `kind` entries made by `entry` into `index`.
+    pub fn new(index: &'a RotatedOutIndex, kind: WorkloadKind, entry: F) -> Self {
+        Self {
+            index,
+            kind,
+            entry,
+            missing_logged: AtomicBool::new(false),
+            objects: PhantomData,
         }
     }
-    tracing::warn!(kind = kind.as_str(), "Rotated-out watch stream ended.");
+}
+
+impl<K, F> Index<K> for RotatedOutFeed<'_, K, F>
+where
+    K: ResourceExt,
+    F: Fn(&K) -> Option<RotatedOutWorkload> + Send + Sync,
+{
+    type Item = RotatedOutWorkload;
+
+    fn kind(&self) -> &'static str {
+        match self.kind {
+            WorkloadKind::Job => "jobs",
+            WorkloadKind::VirtualMachine => "virtualmachines",
+            _ => "workloads",
+        }
+    }
+
+    fn item(&self, obj: &K) -> Option<RotatedOutWorkload> {
+        (self.entry)(obj)
+    }
+
+    fn apply(&self, obj: &K) {
+        self.index.set(id(self.kind, obj), (self.entry)(obj));
+    }
+
+    fn delete(&self, obj: &K) {
+        self.index.set(id(self.kind, obj), None);
+    }
+
+    fn replace(&self, items: Vec<RotatedOutWorkload>) {
+        self.index.replace_kind(self.kind, items);
+        self.index.mark_listed(self.kind);
+        self.missing_logged.store(false, Ordering::Relaxed);
+    }
+
+    fn absent(&self, err: &watcher::Error) -> bool {
+        if self.kind != WorkloadKind::VirtualMachine || !is_not_found(err) {
+            return false;
+        }
+        // No KubeVirt: no VM can be rotated out, so there is nothing to wait for.
+        self.index.mark_listed(self.kind);
+        if !self.missing_logged.swap(true, Ordering::Relaxed) {
+            tracing::info!("KubeVirt not installed; VM rotation disabled.");
+        }
+        true
+    }
 }
 
 /// The API answered 404: the resource (a CRD) is not installed.

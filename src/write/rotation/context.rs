@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Action, Direction, Error, Outcome, Result, REPORTER};
-use crate::controller::leader::Clock;
+use crate::clock::Clock;
 use crate::core::WorkloadId;
 
 /// Longest Event note the API server accepts (events.k8s.io/v1 validation), in bytes.
@@ -79,7 +79,7 @@ pub struct KubeContext {
 impl KubeContext {
     /// A context for actuators that write with `client`, name `instance` (this replica's
     /// identity) on Events, and stamp `rota.io/rotated-out-at` from `clock`
-    /// ([`crate::controller::leader::system_clock`] in production).
+    /// ([`crate::clock::system`] in production).
     pub fn new(client: Client, instance: impl Into<String>, clock: Clock) -> Self {
         Self {
             events: EventSink::new(client.clone(), instance),

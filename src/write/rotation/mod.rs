@@ -36,14 +36,8 @@ pub use vm::VmActuator;
 
 pub use crate::core::rotation::{Action, Plan};
 use crate::core::WorkloadKind;
+pub use crate::names::{PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT, ROTATION_REASON};
 
-/// Annotation rota writes when it rotates a workload out: when (RFC 3339, UTC, seconds).
-/// Its presence is how rota tells its own suspensions from a person's.
-pub const ROTATED_OUT_AT: &str = "rota.io/rotated-out-at";
-/// Annotation rota writes when it rotates a workload out: the planner's human reason.
-pub const ROTATION_REASON: &str = "rota.io/rotation-reason";
-/// Annotation on a stopped VirtualMachine: the `runStrategy` to restore on resume.
-pub const PREVIOUS_RUN_STRATEGY: &str = "rota.io/previous-run-strategy";
 /// Reporting controller name on every Event rota emits.
 pub const REPORTER: &str = "rota";
 

@@ -233,13 +233,7 @@ impl FairShareRefresher {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            self.tick(unix_now());
+            self.tick(crate::clock::now_seconds());
         }
     }
-}
-
-/// Wall-clock time as unix seconds (0 before 1970).
-pub fn unix_now() -> f64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0.0, |d| d.as_secs_f64())
 }

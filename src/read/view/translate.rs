@@ -15,23 +15,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use super::ViewSettings;
 use crate::core::model::{GpuCounts, GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};
 use crate::core::quantity::{parse_bytes, parse_quantity};
+use crate::names::{
+    GANG_SIZE_ANNOTATION, GPU_MODELS_ANNOTATION, MIN_GPU_MEMORY_ANNOTATION, PREEMPTIBLE_ANNOTATION,
+    QUANTUM_ANNOTATION,
+};
 
 /// GFD label with the GPU product name (`NVIDIA-H100-80GB-HBM3`).
 pub const GPU_PRODUCT_LABEL: &str = "nvidia.com/gpu.product";
 /// GFD label with the memory of one GPU, in MiB (`81559`).
 pub const GPU_MEMORY_LABEL: &str = "nvidia.com/gpu.memory";
-/// Pod annotation: comma-separated GPU model substrings the pod accepts.
-pub const GPU_MODELS_ANNOTATION: &str = "rota.io/gpu-models";
-/// Pod annotation: minimum memory of one GPU, as a Kubernetes quantity (`40Gi`).
-pub const MIN_GPU_MEMORY_ANNOTATION: &str = "rota.io/min-gpu-memory";
-/// Pod annotation: the number of pods of the workload admitted together (a gang), a whole
-/// number ≥ 1.
-pub const GANG_SIZE_ANNOTATION: &str = "rota.io/gang-size";
-/// Pod annotation: the minimum run time the workload asks for, in whole seconds (clamped to
-/// `quantum.minSeconds..=quantum.maxSeconds` where it is used).
-pub const QUANTUM_ANNOTATION: &str = "rota.io/quantum-seconds";
-/// Pod annotation: `"false"` keeps the workload from ever being rotated out.
-pub const PREEMPTIBLE_ANNOTATION: &str = "rota.io/preemptible";
 /// Namespace assumed for a pod that names none (a hand-written request).
 pub const DEFAULT_NAMESPACE: &str = "default";
 

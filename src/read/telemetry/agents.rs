@@ -15,13 +15,17 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use std::future::Future;
+
+use futures::Stream;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use crate::core::telemetry::TelemetrySource;
+use crate::read::feeder::{drain, FeedMetrics, Feeder, Index};
+use crate::readiness::Readiness;
 
 /// Path of the agent's JSON snapshot.
 pub const AGENT_PATH: &str = "/v1/telemetry";
@@ -202,14 +206,40 @@ pub struct Discovery {
     pub source: TelemetrySource,
 }
 
-/// Watches the pods of `discovery` in all namespaces and keeps `directory` in step; returns only
-/// if the watch stream ends.
-pub async fn watch_reporters(client: Client, discovery: Discovery, directory: Arc<AgentDirectory>) {
+/// A fresh watch of the pods `discovery` selects, in all namespaces.
+pub fn reporter_watch(
+    client: &Client,
+    discovery: &Discovery,
+) -> impl Stream<Item = Result<Event<Pod>, watcher::Error>> + Send {
     let config = watcher::Config::default()
         .labels(&discovery.selector)
         .any_semantic();
-    let events = watcher::watcher(Api::<Pod>::all(client), config).default_backoff();
-    feed_reporters(events, &discovery, &directory).await;
+    watcher::watcher(Api::<Pod>::all(client.clone()), config).default_backoff()
+}
+
+/// Watches the pods of `discovery` in all namespaces and keeps `directory` in step; returns only
+/// if the watch stream ends (tests; the serving process runs [`feed_forever`]).
+pub async fn watch_reporters(client: Client, discovery: Discovery, directory: Arc<AgentDirectory>) {
+    feed_reporters(reporter_watch(&client, &discovery), &discovery, &directory).await;
+}
+
+/// Keeps `directory` in step with the pods of `discovery` until `shutdown`, restarting the
+/// watch whenever it ends.
+pub async fn feed_forever(
+    client: Client,
+    discovery: Discovery,
+    directory: Arc<AgentDirectory>,
+    metrics: Arc<FeedMetrics>,
+    readiness: Option<Arc<Readiness>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let feed = ReporterFeed {
+        discovery: &discovery,
+        directory: &directory,
+    };
+    Feeder::new(metrics, readiness)
+        .run(|| reporter_watch(&client, &discovery), feed, shutdown)
+        .await;
 }
 
 /// Feeds watch events into the directory (generic over the stream so tests can play synthetic
@@ -218,29 +248,61 @@ pub async fn feed_reporters<S>(events: S, discovery: &Discovery, directory: &Age
 where
     S: Stream<Item = Result<Event<Pod>, watcher::Error>>,
 {
-    let mut events = std::pin::pin!(events);
-    let mut buffer: Option<Vec<Pod>> = None;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(Event::Apply(pod)) => directory.apply_pod(&pod, discovery.port, discovery.source),
-            Ok(Event::Delete(pod)) => directory.delete_pod(&pod),
-            Ok(Event::Init) => buffer = Some(Vec::new()),
-            Ok(Event::InitApply(pod)) => buffer.get_or_insert_with(Vec::new).push(pod),
-            Ok(Event::InitDone) => {
-                let pods = buffer.take().unwrap_or_default();
-                tracing::info!(
-                    source = discovery.source.as_str(),
-                    count = pods.len(),
-                    "Telemetry reporters listed."
-                );
-                directory.replace_pods(discovery.source, &pods, discovery.port);
-            }
-            Err(err) => tracing::warn!(
+    let feed = ReporterFeed {
+        discovery,
+        directory,
+    };
+    let mut observe = |err: Option<&watcher::Error>| {
+        if let Some(err) = err {
+            tracing::warn!(
                 source = discovery.source.as_str(),
                 error = %err,
                 "Reporter watch failed; retrying after backoff."
-            ),
+            );
         }
+    };
+    drain(events, &feed, &mut observe).await;
+}
+
+/// One kind of telemetry reporter in the [`AgentDirectory`], as a feeder [`Index`].
+pub struct ReporterFeed<'a> {
+    /// Which reporters.
+    pub discovery: &'a Discovery,
+    /// Where they go.
+    pub directory: &'a AgentDirectory,
+}
+
+impl Index<Pod> for ReporterFeed<'_> {
+    type Item = Pod;
+
+    fn kind(&self) -> &'static str {
+        match self.discovery.source {
+            TelemetrySource::Agent => "agents",
+            TelemetrySource::DcgmExporter => "dcgm-exporters",
+        }
+    }
+
+    fn item(&self, pod: &Pod) -> Option<Pod> {
+        Some(pod.clone())
+    }
+
+    fn apply(&self, pod: &Pod) {
+        self.directory
+            .apply_pod(pod, self.discovery.port, self.discovery.source);
+    }
+
+    fn delete(&self, pod: &Pod) {
+        self.directory.delete_pod(pod);
+    }
+
+    fn replace(&self, pods: Vec<Pod>) {
+        tracing::info!(
+            source = self.discovery.source.as_str(),
+            count = pods.len(),
+            "Telemetry reporters listed."
+        );
+        self.directory
+            .replace_pods(self.discovery.source, &pods, self.discovery.port);
     }
 }
 

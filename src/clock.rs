@@ -1,0 +1,57 @@
+//! The one wall clock of the serving processes (extender and agent), and its one time type.
+//!
+//! ```text
+//!   system() / now() ── jiff::Timestamp ──▶ loops, Lease, annotations, Events
+//!                                └── seconds(t) ──▶ f64 Unix seconds, the unit `core` takes
+//! ```
+//!
+//! Only this module reads `SystemTime::now` (`tests/purity.rs` checks it). Code that must be
+//! testable against a virtual clock takes a [`Clock`] (the Lease elector, the rotation loop and
+//! its actuators); the rest reads [`now`]. The policy core and the simulator never read a
+//! clock: their callers pass `now` in, as f64 Unix seconds made by [`seconds`].
+//! Must not: read a monotonic clock for wall time, or be read from `core` or `sim`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::jiff::Timestamp;
+
+/// An injectable wall clock (tests pass one that follows paused tokio time).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock as a [`Clock`].
+pub fn system() -> Clock {
+    Arc::new(now)
+}
+
+/// The system wall clock, to the microsecond. Before 1970 (a broken clock) it reads the epoch.
+pub fn now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
+    Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// `t` as Unix seconds, the time unit of the policy core (`now` arguments, ledger stamps).
+pub fn seconds(t: Timestamp) -> f64 {
+    t.as_microsecond() as f64 / 1e6
+}
+
+/// [`now`] as Unix seconds.
+pub fn now_seconds() -> f64 {
+    seconds(now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_keep_microseconds_and_now_is_after_2020() {
+        let t = Timestamp::from_microsecond(1_700_000_000_250_000).unwrap();
+        assert_eq!(seconds(t), 1_700_000_000.25);
+        assert!(now_seconds() > 1_577_836_800.0);
+        assert!(system()() >= t);
+    }
+}
