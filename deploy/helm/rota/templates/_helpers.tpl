@@ -54,13 +54,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "rota.schedulerName" -}}{{ include "rota.fullname" . }}-scheduler{{- end -}}
 {{- define "rota.configName" -}}{{ include "rota.fullname" . }}-config{{- end -}}
 
-{{/* The rota image reference: digest wins over tag; the tag defaults to appVersion. */}}
+{{/* The rota image reference: digest wins over tag; the tag defaults to appVersion. Call with
+     (dict "ctx" $ "override" .Values.extender.image): non-empty override fields win. */}}
 {{- define "rota.image" -}}
-{{- $repo := required "image.repository is required" .Values.image.repository -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" $repo .Values.image.digest -}}
+{{- $image := deepCopy .ctx.Values.image -}}
+{{- $override := .override | default dict -}}
+{{- if $override.repository }}{{ $_ := set $image "digest" "" }}{{ end -}}
+{{- range $key, $value := $override }}{{ if $value }}{{ $_ := set $image $key $value }}{{ end }}{{ end -}}
+{{- $repo := required "image.repository is required" $image.repository -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $repo $image.digest -}}
 {{- else -}}
-{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
+{{- $tag := $image.tag | default .ctx.Chart.AppVersion | toString -}}
 {{- if eq $tag "latest" -}}
 {{- fail "image.tag: pin a version or a digest, not latest" -}}
 {{- end -}}
