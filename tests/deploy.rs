@@ -304,9 +304,14 @@ fn extender_memory_limit_holds_the_default_body_budget() {
         "a {limit}-byte limit shrinks the default budget to {budget}"
     );
     let readme = read("README.md");
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
-        readme.contains("half the container's memory limit"),
+        readme.contains("half the container's memory limit, at most 512 MiB"),
         "README states how the budget is derived"
+    );
+    assert!(
+        !readme.contains("share `--max-inflight-body-bytes` (512 MiB)"),
+        "README: the old fixed default"
     );
 }
 
