@@ -269,6 +269,10 @@ fn extender_deployment_is_probed_and_configured() {
     assert_eq!(at(mount, "/mountPath"), "/etc/rota");
     let config_map = mounted_config_map(objects, deployment, "config");
     assert_eq!(text(config_map, "/metadata/name"), "rota-config");
+    // The default install runs the chart's commented example RotaConfig.
+    let example = "deploy/helm/rota/files/rota-config.yaml";
+    let example = rota::config::load(&repo_file(example)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rota_config(), example);
     // Editing the config rolls the pods: the template carries its checksum.
     let checksum = at(
         deployment,

@@ -73,10 +73,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* The RotaConfig as mounted: the `config` value with the telemetry discovery keys filled in
-     from the chart's own agent labels and port (and dcgm-exporter), so they cannot disagree. */}}
+{{/* The RotaConfig as mounted: files/rota-config.yaml with the `config` value merged over it,
+     and the telemetry discovery keys filled in from the chart's own agent labels and port (and
+     dcgm-exporter), so they cannot disagree. */}}
 {{- define "rota.config" -}}
-{{- $config := deepCopy (.Values.config | default dict) -}}
+{{- $config := mergeOverwrite (.Files.Get "files/rota-config.yaml" | fromYaml) (deepCopy (.Values.config | default dict)) -}}
 {{- $telemetry := deepCopy (get $config "telemetry" | default dict) -}}
 {{- $_ := set $telemetry "agentSelector" (printf "app.kubernetes.io/name=%s-agent" (include "rota.name" .)) -}}
 {{- $_ := set $telemetry "agentPort" (int .Values.agent.port) -}}
@@ -133,7 +134,7 @@ topologySpreadConstraints:
      deploy/default-scheduler/ adds to the default scheduler (tests/deploy.rs keeps them equal);
      field reference: docs/extender-protocol.md §2.1. */}}
 {{- define "rota.schedulerConfig" -}}
-{{- $gpuResources := required "config.gpuResources must list the GPU resources rota manages" .Values.config.gpuResources -}}
+{{- $gpuResources := required "config.gpuResources must list the GPU resources rota manages" (include "rota.config" . | fromYaml).gpuResources -}}
 # KubeSchedulerConfiguration of {{ .Values.scheduler.name }}. Pods opt in with
 # `spec.schedulerName: {{ .Values.scheduler.name }}` (a VM with `spec.template.spec.schedulerName`);
 # all other pods stay with the default scheduler.
