@@ -119,5 +119,43 @@ managers=$(kubectl -n rota-system get deployment rota-extender -o jsonpath='{ran
 echo "   rota-extender field managers: $managers"
 down
 
+PYTHON=${PYTHON:-target/deploy-venv/bin/python}
+if "$PYTHON" -c 'import helm_python' >/dev/null 2>&1; then
+    echo "== 5. helm install, then upgrade (helm-python-sdk: Helm v4's install and upgrade actions)"
+    up
+    kubectl create namespace rota-system >/dev/null
+    kubectl label namespace rota-system pod-security.kubernetes.io/enforce=restricted >/dev/null
+    kubectl apply -f - >/dev/null <<'RC'
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata:
+  name: nvidia
+handler: nvidia
+RC
+    # A kube-apiserver built from source without version stamping reports v0.0.0-master, which
+    # the chart's kubeVersion (>=1.33) refuses: install a copy without that line.
+    chart=$RUN_DIR.chart; rm -rf "$chart"; mkdir -p "$chart"; cp -r deploy/helm/rota "$chart/"
+    sed -i '/^kubeVersion:/d' "$chart/rota/Chart.yaml"
+    "$PYTHON" - "$KUBECONFIG" "$chart/rota" <<'PY' || fail "helm install/upgrade"
+import sys
+import helm_python as helm
+chart = sys.argv[2]
+with helm.Config(kubeconfig_path=sys.argv[1], namespace="rota-system") as cfg:
+    release = cfg.install(chart, "rota", {"image": {"repository": "registry.example/rota"}})
+    print(f"   installed: revision {release['revision']}, {release['status']}")
+    release = cfg.upgrade(chart, "rota", {
+        "image": {"repository": "registry.example/rota"},
+        "config": {"rotation": {"dryRun": False}}, "priorityClassQuota": True})
+    print(f"   upgraded: revision {release['revision']}, {release['status']}")
+PY
+    config=$(kubectl -n rota-system get configmap rota-config -o jsonpath='{.data.rota-config\.yaml}')
+    grep -q 'dryRun: false' <<<"$config" && echo "   upgrade reached the ConfigMap (dryRun: false)" \
+        || fail "upgrade did not change the RotaConfig"
+    kubectl -n rota-system get resourcequota rota-critical-pods >/dev/null || fail "no ResourceQuota after upgrade"
+    down
+else
+    echo "== 5. skipped: helm-python-sdk not installed for $PYTHON"
+fi
+
 if [[ $failures -gt 0 ]]; then echo "deploy-apply: $failures failure(s)" >&2; exit 1; fi
 echo "deploy-apply: all checks passed"
