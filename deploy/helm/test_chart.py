@@ -180,8 +180,8 @@ class Defaults(Workloads, unittest.TestCase):
         extender = find(self.objs, "Deployment", "rota-extender")
         self.assertEqual(extender["spec"]["replicas"], 2)
         c = extender["spec"]["template"]["spec"]["containers"][0]
-        self.assertEqual(c["image"], "rota:" + chart_render.helm.Chart.load(str(CHART)).metadata
-                         ["appVersion"])
+        with helm.Chart.load(str(CHART)) as chart:
+            self.assertEqual(c["image"], "rota:" + chart.metadata["appVersion"])
         self.assertEqual(c["resources"]["limits"]["memory"], "1Gi")
         self.assertNotIn("--max-inflight-body-bytes", c["args"])
         self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/readyz")
