@@ -6,7 +6,10 @@
 #   3. the extender's ServiceAccount can do exactly what deploy/rbac-uses.tsv lists (spot
 #      checks both ways: the table's verbs allowed, the dropped grants refused);
 #   4. every pod template of rota.yaml is admitted as a Pod (server dry run) in rota-system:
-#      restricted Pod Security, and the critical priority classes.
+#      restricted Pod Security, and the critical priority classes;
+#   5. (with helm-python-sdk) helm install, then upgrade with other values;
+#   6. (with a kube-scheduler binary in BIN_DIR) kube-scheduler runs rota-scheduler's
+#      configuration: it takes its own Lease and sends a GPU pod to the extender's urlPrefix.
 # Usage: BIN_DIR=DIR_WITH_kube-apiserver tests/e2e/deploy-apply.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -118,6 +121,70 @@ kubectl apply --server-side --field-manager=rota -f "$MANIFEST" >/dev/null 2>&1 
 managers=$(kubectl -n rota-system get deployment rota-extender -o jsonpath='{range .metadata.managedFields[*]}{.manager}/{.operation} {end}')
 echo "   rota-extender field managers: $managers"
 down
+
+if [[ -x "$BIN_DIR/kube-scheduler" ]]; then
+    echo "== 6. kube-scheduler runs rota-scheduler's configuration"
+    # The KubeSchedulerConfiguration of rota.yaml, with the control plane's credentials (in the
+    # cluster it runs as the rota-scheduler ServiceAccount).
+    sched_config=$RUN_DIR.scheduler-config.yaml
+    python3 - "$MANIFEST" "$RUN_DIR/scheduler.kubeconfig" "$sched_config" <<'PY'
+import sys, yaml
+manifest, kubeconfig, out = sys.argv[1:]
+for doc in yaml.safe_load_all(open(manifest)):
+    if doc and doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "rota-scheduler-config":
+        config = yaml.safe_load(doc["data"]["scheduler-config.yaml"])
+        config["clientConnection"]["kubeconfig"] = kubeconfig
+        open(out, "w").write(yaml.safe_dump(config))
+PY
+    WITH_SCHEDULER=1 SCHED_CONFIG=$sched_config up
+    kubectl apply --server-side --field-manager=rota -f "$MANIFEST" >/dev/null
+    # Its Lease Role, given to the control plane's scheduler identity.
+    kubectl -n rota-system create rolebinding e2e-scheduler-lease \
+        --role=rota-scheduler-leader-election --user=system:kube-scheduler >/dev/null
+    holder=""
+    for _ in $(seq 1 60); do
+        holder=$(kubectl -n rota-system get lease rota-scheduler -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+        [[ -n "$holder" ]] && break; sleep 1
+    done
+    [[ -n "$holder" ]] && echo "   leader of rota-system/rota-scheduler: $holder" || fail "no rota-scheduler Lease holder"
+    kubectl create -f - >/dev/null <<'NODE'
+apiVersion: v1
+kind: Node
+metadata:
+  name: gpu-node-1
+  labels: {kubernetes.io/hostname: gpu-node-1}
+NODE
+    kubectl patch node gpu-node-1 --subresource=status --type=merge -p \
+        '{"status":{"capacity":{"cpu":"8","memory":"32Gi","pods":"110","nvidia.com/gpu":"4"},"allocatable":{"cpu":"8","memory":"32Gi","pods":"110","nvidia.com/gpu":"4"},"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"e2e"}]}}' >/dev/null
+    kubectl taint node gpu-node-1 node.kubernetes.io/not-ready- >/dev/null 2>&1 || true
+    kubectl create -f - >/dev/null <<'POD'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: gpu-pod
+  namespace: default
+spec:
+  schedulerName: rota-scheduler
+  containers:
+    - name: c
+      image: busybox
+      resources:
+        limits: {nvidia.com/gpu: "1"}
+POD
+    # No extender runs here: a pod asking for a managed resource must reach the extender's
+    # urlPrefix and fail there (the extender is not ignorable), which shows the block is live.
+    message=""
+    for _ in $(seq 1 60); do
+        message=$(kubectl -n default get events --field-selector involvedObject.name=gpu-pod,reason=FailedScheduling -o jsonpath='{.items[*].message}' 2>/dev/null || true)
+        [[ -n "$message" ]] && break; sleep 1
+    done
+    if grep -q "rota-extender.rota-system.svc:8888" <<<"$message"; then
+        echo "   a GPU pod reached the extender's urlPrefix: ${message:0:160}"
+    else
+        fail "no FailedScheduling naming the extender: '$message'"
+    fi
+    down
+fi
 
 PYTHON=${PYTHON:-target/deploy-venv/bin/python}
 if "$PYTHON" -c 'import helm_python' >/dev/null 2>&1; then
