@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Offline schema validation of everything deploy/ renders.
 #
-# Renders deploy/, deploy/monitoring and deploy/examples with `kubectl kustomize`, and validates
-# every built-in Kubernetes object against the Kubernetes $K8S_VERSION OpenAPI schemas with
-# kubernetes-validate (PyPI; it ships the schemas, so no cluster and no network once installed),
-# in strict mode: an unknown field is an error. An object of a built-in kind that has no
-# schema (a mistyped apiVersion) is an error too. Objects of CRD groups (Prometheus Operator,
-# KubeVirt) have no schema here; tests/deploy.rs checks the fields rota relies on.
+# Renders deploy/, deploy/monitoring and deploy/examples with `kubectl kustomize` (deploy/ and
+# deploy/monitoring wrap the Helm chart's generated render), and, when helm-python-sdk is
+# installed, the chart itself with the two other value sets of deploy/helm/test_chart.py. Then
+# validates every built-in Kubernetes object against the Kubernetes $K8S_VERSION OpenAPI
+# schemas with kubernetes-validate (PyPI; it ships the schemas, so no cluster and no network
+# once installed), in strict mode: an unknown field is an error. An object of a built-in kind
+# that has no schema (a mistyped apiVersion) is an error too. Objects of CRD groups (Prometheus
+# Operator, KubeVirt) have no schema here; tests/deploy.rs checks the fields rota relies on.
 #
 # Usage: deploy/validate.sh            (from anywhere; exit 0 = all valid)
-# Env:   K8S_VERSION (default 1.33.0), PYTHON (default python3)
+# Env:   K8S_VERSION (default 1.33.0), PYTHON (default python3; .ci/run passes its virtualenv's,
+#        with deploy/helm/requirements.txt installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,22 @@ for dir in deploy deploy/monitoring deploy/examples; do
     kubectl kustomize "$dir" >"$out"
     echo "rendered $dir"
 done
+
+# The chart with the other value sets its tests use (a minimal and a full one).
+if "$PYTHON" -c 'import helm_python' >/dev/null 2>&1; then
+    "$PYTHON" - "$work" <<'PY'
+import pathlib, sys
+sys.path.insert(0, "deploy/helm")
+import render, test_chart
+out = pathlib.Path(sys.argv[1])
+(out / "rendered-chart-minimal.yaml").write_text(render.render(test_chart.MINIMAL))
+(out / "rendered-chart-full.yaml").write_text(
+    render.render(test_chart.FULL, name="gpu", namespace="gpu-sched"))
+print("rendered deploy/helm/rota (minimal and full value sets)")
+PY
+else
+    echo "validate.sh: helm-python-sdk not installed: the chart's other value sets are not validated (.ci/run installs it)"
+fi
 
 # One file per built-in object, so a failure names the object; CRD objects are listed only.
 mkdir "$work/objects"

@@ -106,9 +106,11 @@ pub struct ExtenderOptions {
     #[arg(long, default_value_t = 30)]
     pub body_timeout_seconds: u64,
     /// Body bytes all requests together may buffer. A request that cannot get room within the
-    /// body timeout gets 503 with Retry-After; requests without a body never wait.
-    #[arg(long, default_value_t = 512 << 20)]
-    pub max_inflight_body_bytes: usize,
+    /// body timeout gets 503 with Retry-After; requests without a body never wait. Default: half
+    /// the container's memory limit, at most 512 MiB; set above half the limit, rota refuses to
+    /// start (see `http::memory_limit`).
+    #[arg(long)]
+    pub max_inflight_body_bytes: Option<usize>,
     /// Connections served at once.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
@@ -147,7 +149,9 @@ impl ExtenderOptions {
             max_body_bytes: self.max_body_bytes,
             header_read_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
             body_read_timeout: Duration::from_secs(self.body_timeout_seconds.max(1)),
-            max_inflight_body_bytes: self.max_inflight_body_bytes,
+            max_inflight_body_bytes: self
+                .max_inflight_body_bytes
+                .unwrap_or(http::memory_limit::DEFAULT_INFLIGHT_BODY_BYTES),
             max_connections: self.max_connections,
             reserve_connections: self.reserve_connections,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
@@ -227,7 +231,11 @@ impl Default for Shutdown {
 }
 
 /// Runs the extender until SIGTERM or SIGINT, then shuts down in order and returns `Ok`.
-pub async fn run(options: ExtenderOptions) -> anyhow::Result<()> {
+pub async fn run(mut options: ExtenderOptions) -> anyhow::Result<()> {
+    options.max_inflight_body_bytes = Some(http::memory_limit::inflight_budget_here(
+        options.max_inflight_body_bytes,
+        options.max_body_bytes,
+    )?);
     serve(options, Shutdown::on_signal()).await
 }
 

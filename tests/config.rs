@@ -2,7 +2,7 @@
 //! `ValidConfig` or an error naming the field path out.
 //!
 //! Also guards the docs: the README's configuration reference must list every key with its
-//! default, and the example in `deploy/config/` must validate.
+//! default, and the example (the Helm chart's default RotaConfig) must validate.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use rota::config::{
 };
 use serde_json::Value;
 
-const EXAMPLE: &str = "deploy/config/rota-config.yaml";
+const EXAMPLE: &str = "deploy/helm/rota/files/rota-config.yaml";
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -189,7 +189,7 @@ fn truncated_and_mangled_example_never_panics() {
 
 #[test]
 fn load_names_the_missing_file() {
-    let path = repo_file("deploy/config/does-not-exist.yaml");
+    let path = repo_file("deploy/helm/rota/files/does-not-exist.yaml");
     let err = config::load(&path).expect_err("missing file");
     assert_eq!(err.code(), "io");
     assert!(err.to_string().contains("does-not-exist.yaml"), "{err}");

@@ -1,14 +1,22 @@
-//! The deployment in `deploy/`: it renders with kustomize, every object carries the wiring and
-//! hardening rota relies on, RBAC grants exactly the verbs rota uses, the scheduler
-//! configurations call the extender the way docs/extender-protocol.md §2 asks, and the
-//! dashboard and alerts name only metrics rota exports.
+//! The deployment in `deploy/`: the Helm chart `deploy/helm/rota` and its default render
+//! `deploy/rota.yaml` (what `kubectl apply -k deploy/` installs). Every object carries the
+//! wiring and hardening rota relies on (pinned image, resources, probes, non-root, priority
+//! class, one replica per node, a PodDisruptionBudget per multi-replica Deployment); RBAC grants
+//! exactly the API calls the code makes (deploy/rbac-uses.tsv, checked against a scan of src/);
+//! the scheduler configurations call the extender the way docs/extender-protocol.md §2 asks;
+//! the dashboard and alerts name only metrics rota exports.
 //!
-//! Rendering needs `kubectl` (its built-in kustomize); without it those tests print why and
-//! pass. The checks that read files directly (scheduler configurations, alerts, dashboard,
-//! Dockerfile) always run. Schema validation of the rendered objects is `deploy/validate.sh`.
+//! The generated files are parsed directly, so these tests need no tool. That they equal the
+//! chart's render is checked by `deploy/helm/render.py --check` and the chart itself (two more
+//! value sets, lint, schema) by `deploy/helm/test_chart.py`, both in .ci/run (they need
+//! helm-python-sdk). `kubectl kustomize` renders (skipped without kubectl) check that the
+//! kustomizations wrap the generated files; schema validation is `deploy/validate.sh`.
 
 #[path = "deploy/support.rs"]
 mod support;
+
+#[path = "deploy/rbac.rs"]
+mod rbac;
 
 use std::collections::BTreeSet;
 
@@ -17,54 +25,221 @@ use support::*;
 
 const NS: &str = "rota-system";
 
-// === rendering and object shape ===
+// === objects and shape ===
 
 #[test]
-fn every_rendered_object_is_named_and_placed() {
+fn every_generated_object_is_named_and_placed() {
     let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
-    for dir in ["deploy", "deploy/monitoring", "deploy/examples"] {
-        let Some(objects) = render(dir) else { return };
-        for o in objects {
+    for rel in ["deploy/rota.yaml", "deploy/monitoring/rota-monitoring.yaml"] {
+        for o in manifest(rel) {
             let who = name_of(o);
             for field in ["/apiVersion", "/kind", "/metadata/name"] {
                 let value = at(o, field).as_str().unwrap_or("");
-                assert!(!value.is_empty(), "{dir}: {who} lacks {field}");
+                assert!(!value.is_empty(), "{rel}: {who} lacks {field}");
             }
-            // No namespace transformer: every namespaced object says where it goes.
             if !cluster_scoped.contains(&text(o, "/kind")) {
                 let ns = at(o, "/metadata/namespace").as_str().unwrap_or("");
-                assert!(!ns.is_empty(), "{dir}: {who} has no namespace");
+                assert!(!ns.is_empty(), "{rel}: {who} has no namespace");
             }
+            assert_eq!(
+                at(o, "/metadata/labels/app.kubernetes.io~1part-of"),
+                "rota",
+                "{rel}: {who}"
+            );
         }
     }
-    let Some(objects) = render("deploy") else {
-        return;
-    };
+    let objects = installed();
     for (kind, name) in [
         ("Namespace", NS),
+        ("ConfigMap", "rota-config"),
         ("Deployment", "rota-extender"),
         ("Service", "rota-extender"),
         ("PodDisruptionBudget", "rota-extender"),
         ("DaemonSet", "rota-agent"),
         ("DaemonSet", "rota-agent-vfio"),
         ("NetworkPolicy", "rota-extender"),
+        ("NetworkPolicy", "rota-agent"),
         ("Deployment", "rota-scheduler"),
+        ("PodDisruptionBudget", "rota-scheduler"),
+        ("ConfigMap", "rota-scheduler-config"),
     ] {
         find(objects, kind, name);
+    }
+    let namespace = find(objects, "Namespace", NS);
+    assert_eq!(
+        at(
+            namespace,
+            "/metadata/labels/pod-security.kubernetes.io~1enforce"
+        ),
+        "restricted"
+    );
+}
+
+#[test]
+fn kustomizations_wrap_the_generated_files() {
+    for (dir, file) in [
+        ("deploy", "deploy/rota.yaml"),
+        (
+            "deploy/monitoring",
+            "deploy/monitoring/rota-monitoring.yaml",
+        ),
+    ] {
+        let Some(rendered) = render(dir) else { return };
+        let mut generated = manifest(file).to_vec();
+        let mut rendered = rendered.to_vec();
+        // The one transformation: deploy/'s `images:` (none set beyond the chart's tag).
+        let key = |o: &Value| {
+            (
+                text(o, "/kind").to_owned(),
+                text(o, "/metadata/name").to_owned(),
+            )
+        };
+        generated.sort_by_key(key);
+        rendered.sort_by_key(key);
+        assert_eq!(
+            rendered, generated,
+            "kubectl kustomize {dir} should be exactly {file}"
+        );
     }
 }
 
 #[test]
-fn extender_deployment_is_hardened_probed_and_configured() {
-    let Some(objects) = render("deploy") else {
-        return;
-    };
+fn chart_version_runs_this_crate_and_the_plain_install_pins_it() {
+    let chart = yaml_file("deploy/helm/rota/Chart.yaml");
+    let cargo = read("Cargo.toml");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .map(|v| v.trim_matches('"'))
+        .expect("Cargo.toml version");
+    assert_eq!(at(&chart, "/appVersion"), version, "Chart.yaml appVersion");
+    assert!(read("deploy/kustomization.yaml").contains(&format!("newTag: \"{version}\"")));
+    for o in workloads(installed()) {
+        for c in containers(o) {
+            let image = text(c, "/image");
+            if text(c, "/name") != "kube-scheduler" {
+                assert_eq!(image, format!("rota:{version}"), "{}", name_of(o));
+            }
+        }
+    }
+}
+
+/// Deployments and DaemonSets.
+fn workloads(objects: &[Value]) -> Vec<&Value> {
+    all_of(objects, "Deployment")
+        .chain(all_of(objects, "DaemonSet"))
+        .collect()
+}
+
+fn containers(workload: &Value) -> &Vec<Value> {
+    list(workload, "/spec/template/spec/containers")
+}
+
+#[test]
+fn every_workload_is_pinned_sized_probed_hardened_and_prioritised() {
+    let objects = installed();
+    let workloads = workloads(objects);
+    assert_eq!(workloads.len(), 4, "extender, scheduler, two agents");
+    for w in workloads {
+        let who = name_of(w);
+        assert_hardened(w);
+        let pod = at(w, "/spec/template/spec");
+        assert_eq!(at(pod, "/securityContext/runAsUser"), 65532, "{who}");
+        for c in containers(w) {
+            let image = text(c, "/image");
+            let (_, tag) = image
+                .rsplit_once(':')
+                .unwrap_or_else(|| panic!("{who}: image {image} has no tag"));
+            assert!(
+                !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+                "{who}: image {image} must pin a tag"
+            );
+            // The API server defaults fieldRef.apiVersion inside an atomic struct: left out, a
+            // switch from client-side to server-side apply conflicts on it
+            // (tests/e2e/deploy-apply.sh saw it on a real API server).
+            for env in at(c, "/env").as_array().into_iter().flatten() {
+                if let Some(field_ref) = at(env, "/valueFrom/fieldRef").as_object() {
+                    assert_eq!(
+                        field_ref.get("apiVersion").and_then(Value::as_str),
+                        Some("v1"),
+                        "{who}: env {} fieldRef.apiVersion",
+                        at(env, "/name")
+                    );
+                }
+            }
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let get = at(c, &format!("/{probe}/httpGet"));
+                assert!(get.is_object(), "{who}: {probe} missing");
+                let port = text(get, "/port");
+                assert!(named_port(c, port).is_some(), "{who}: {probe} port {port}");
+            }
+        }
+        let class = text(pod, "/priorityClassName");
+        let wanted = if text(w, "/kind") == "DaemonSet" {
+            "system-node-critical"
+        } else {
+            "system-cluster-critical"
+        };
+        assert_eq!(class, wanted, "{who}: priorityClassName");
+    }
+}
+
+#[test]
+fn replicas_survive_a_node_and_each_multi_replica_deployment_has_a_pdb() {
+    let objects = installed();
+    for d in all_of(objects, "Deployment") {
+        let who = name_of(d);
+        let replicas = at(d, "/spec/replicas").as_u64().unwrap_or(1);
+        assert!(replicas >= 2, "{who}: at least two replicas");
+        let labels = at(d, "/spec/template/metadata/labels");
+        let pod = at(d, "/spec/template/spec");
+        // Hard: never two replicas on one node.
+        let required = list(
+            pod,
+            "/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+        );
+        assert!(
+            required.iter().any(|term| {
+                at(term, "/topologyKey") == "kubernetes.io/hostname"
+                    && selects(at(term, "/labelSelector/matchLabels"), labels)
+            }),
+            "{who}: required anti-affinity on kubernetes.io/hostname"
+        );
+        // Soft: spread over zones where there are zones.
+        let zone = list(pod, "/topologySpreadConstraints")
+            .iter()
+            .find(|c| at(c, "/topologyKey") == "topology.kubernetes.io/zone")
+            .unwrap_or_else(|| panic!("{who}: no zone spread"));
+        assert_eq!(at(zone, "/whenUnsatisfiable"), "ScheduleAnyway", "{who}");
+        assert!(selects(at(zone, "/labelSelector/matchLabels"), labels));
+        // A rolling update that needs no spare node: surge 0 (a surge pod could not be placed
+        // when every node already holds a replica).
+        assert_eq!(at(d, "/spec/strategy/rollingUpdate/maxSurge"), 0, "{who}");
+        assert_eq!(
+            at(d, "/spec/strategy/rollingUpdate/maxUnavailable"),
+            1,
+            "{who}"
+        );
+
+        let pdbs: Vec<&Value> = all_of(objects, "PodDisruptionBudget")
+            .filter(|p| selects(at(p, "/spec/selector/matchLabels"), labels))
+            .collect();
+        assert_eq!(pdbs.len(), 1, "{who}: one PodDisruptionBudget");
+        assert_eq!(at(pdbs[0], "/spec/minAvailable"), 1, "{who}");
+        assert_eq!(
+            at(pdbs[0], "/spec/selector/matchLabels"),
+            at(d, "/spec/selector/matchLabels"),
+            "{who}: the PDB selects what the Deployment selects"
+        );
+    }
+}
+
+#[test]
+fn extender_deployment_is_probed_and_configured() {
+    let objects = installed();
     let deployment = find(objects, "Deployment", "rota-extender");
-    assert_eq!(at(deployment, "/spec/replicas"), 2);
-    assert_hardened(deployment);
     let pod = at(deployment, "/spec/template/spec");
     assert_eq!(at(pod, "/serviceAccountName"), "rota-extender");
-    assert!(!list(pod, "/topologySpreadConstraints").is_empty());
     let container = &list(pod, "/containers")[0];
     let args: Vec<&str> = list(container, "/args")
         .iter()
@@ -78,7 +253,8 @@ fn extender_deployment_is_hardened_probed_and_configured() {
             "0.0.0.0:8888",
             "--config",
             "/etc/rota/rota-config.yaml"
-        ]
+        ],
+        "no --max-inflight-body-bytes: derived from the memory limit at start"
     );
     assert_eq!(env_field_path(container, "POD_NAME"), Some("metadata.name"));
     assert_eq!(named_port(container, "http"), Some(8888));
@@ -86,26 +262,25 @@ fn extender_deployment_is_hardened_probed_and_configured() {
         assert_eq!(text(container, &format!("/{probe}/httpGet/path")), path);
         assert_eq!(at(container, &format!("/{probe}/httpGet/port")), "http");
     }
-    // --config points into the mounted ConfigMap, which holds the example RotaConfig.
     let mount = list(container, "/volumeMounts")
         .iter()
         .find(|m| at(m, "/name") == "config")
         .expect("config mount");
     assert_eq!(at(mount, "/mountPath"), "/etc/rota");
     let config_map = mounted_config_map(objects, deployment, "config");
-    assert!(
-        text(config_map, "/metadata/name").starts_with("rota-config-"),
-        "the RotaConfig ConfigMap should be generated (hash suffix rolls the Deployment)"
+    assert_eq!(text(config_map, "/metadata/name"), "rota-config");
+    // The default install runs the chart's commented example RotaConfig.
+    let example = "deploy/helm/rota/files/rota-config.yaml";
+    let example = rota::config::load(&repo_file(example)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rota_config(), example);
+    // Editing the config rolls the pods: the template carries its checksum.
+    let checksum = at(
+        deployment,
+        "/spec/template/metadata/annotations/checksum~1config",
     );
-    assert_eq!(
-        text(config_map, "/data/rota-config.yaml"),
-        read("deploy/config/rota-config.yaml")
-    );
+    assert_eq!(checksum.as_str().map(str::len), Some(64), "sha256 hex");
 
     let labels = at(deployment, "/spec/template/metadata/labels");
-    let pdb = find(objects, "PodDisruptionBudget", "rota-extender");
-    assert_eq!(at(pdb, "/spec/minAvailable"), 1);
-    assert!(selects(at(pdb, "/spec/selector/matchLabels"), labels));
     let service = find(objects, "Service", "rota-extender");
     assert!(selects(at(service, "/spec/selector"), labels));
     let port = &list(service, "/spec/ports")[0];
@@ -113,11 +288,59 @@ fn extender_deployment_is_hardened_probed_and_configured() {
     assert_eq!(at(port, "/port"), 8888);
 }
 
+/// Memory limit and in-flight body budget agree: unset, the budget is derived at start as half
+/// the limit (at most 512 MiB), so the limit must leave room for the default budget and one
+/// body at the cap twice over (src/http/memory_limit.rs).
+#[test]
+fn extender_memory_limit_holds_the_default_body_budget() {
+    use rota::http::memory_limit::{inflight_budget, DEFAULT_INFLIGHT_BODY_BYTES};
+    let deployment = find(installed(), "Deployment", "rota-extender");
+    let container = &containers(deployment)[0];
+    let limit = quantity_bytes(text(container, "/resources/limits/memory"));
+    let budget = inflight_budget(
+        None,
+        rota::http::ServerOptions::default().max_body_bytes,
+        Some(limit),
+    )
+    .unwrap_or_else(|e| panic!("the extender would not start: {e}"));
+    assert_eq!(
+        budget, DEFAULT_INFLIGHT_BODY_BYTES,
+        "a {limit}-byte limit shrinks the default budget to {budget}"
+    );
+    let readme = read("README.md");
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        readme.contains("half the container's memory limit, at most 512 MiB"),
+        "README states how the budget is derived"
+    );
+    assert!(
+        !readme.contains("share `--max-inflight-body-bytes` (512 MiB)"),
+        "README: the old fixed default"
+    );
+}
+
+/// A Kubernetes memory quantity in bytes (binary and decimal suffixes).
+fn quantity_bytes(q: &str) -> u64 {
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().expect("quantity") * factor;
+        }
+    }
+    q.parse().expect("quantity")
+}
+
 #[test]
 fn agents_run_on_gpu_nodes_where_the_extender_looks_for_them() {
-    let Some(objects) = render("deploy") else {
-        return;
-    };
+    let objects = installed();
     let config = rota_config();
     let selector: Value = config
         .telemetry
@@ -133,7 +356,6 @@ fn agents_run_on_gpu_nodes_where_the_extender_looks_for_them() {
     assert_eq!(daemonsets.len(), 2, "an NVML agent and a vfio agent");
     for ds in daemonsets {
         let who = name_of(ds);
-        assert_hardened(ds);
         let pod = at(ds, "/spec/template/spec");
         let labels = at(ds, "/spec/template/metadata/labels");
         assert!(selects(&selector, labels), "{who}: agentSelector misses it");
@@ -163,13 +385,19 @@ fn agents_run_on_gpu_nodes_where_the_extender_looks_for_them() {
     }
     let nvml = find(objects, "DaemonSet", "rota-agent");
     assert_eq!(at(nvml, "/spec/template/spec/runtimeClassName"), "nvidia");
+    let vfio = find(objects, "DaemonSet", "rota-agent-vfio");
+    assert_eq!(
+        at(
+            vfio,
+            "/spec/template/spec/nodeSelector/nvidia.com~1gpu.workload.config"
+        ),
+        "vm-passthrough"
+    );
 }
 
 #[test]
 fn network_policy_admits_only_the_scheduler_and_prometheus_to_the_extender() {
-    let Some(objects) = render("deploy") else {
-        return;
-    };
+    let objects = installed();
     let policy = find(objects, "NetworkPolicy", "rota-extender");
     let extender = find(objects, "Deployment", "rota-extender");
     let scheduler = find(objects, "Deployment", "rota-scheduler");
@@ -199,35 +427,23 @@ fn network_policy_admits_only_the_scheduler_and_prometheus_to_the_extender() {
 
 // === RBAC ===
 
-/// One line per verb granted by every Role and ClusterRole: `kind role namespace group
-/// resource resourceNames verb`, `-` for an empty field (the format of [`EXPECTED_GRANTS`]).
-fn grants(objects: &[Value]) -> BTreeSet<String> {
+/// `(group, resource, verb)` of every rule of one role (resourceNames must be absent).
+fn role_grants(role: &Value) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
-    let roles = objects.iter().filter(|o| {
-        let kind = at(o, "/kind");
-        kind == "ClusterRole" || kind == "Role"
-    });
-    let word = |v: &Value| match v.as_str() {
-        Some("") | None => "-".to_owned(),
-        Some(s) => s.to_owned(),
-    };
-    for role in roles {
-        let (kind, name) = (text(role, "/kind"), text(role, "/metadata/name"));
-        let ns = word(at(role, "/metadata/namespace"));
-        for rule in list(role, "/rules") {
-            let names = at(rule, "/resourceNames")
-                .as_array()
-                .map_or("-".into(), |n| {
-                    n.iter().map(word).collect::<Vec<_>>().join(",")
-                });
-            for group in list(rule, "/apiGroups") {
-                for resource in list(rule, "/resources") {
-                    for verb in list(rule, "/verbs") {
-                        let (group, resource, verb) = (word(group), word(resource), word(verb));
-                        out.insert(format!(
-                            "{kind} {name} {ns} {group} {resource} {names} {verb}"
-                        ));
-                    }
+    for rule in list(role, "/rules") {
+        assert!(
+            at(rule, "/resourceNames").is_null(),
+            "{}: unexpected resourceNames",
+            name_of(role)
+        );
+        for group in list(rule, "/apiGroups") {
+            for resource in list(rule, "/resources") {
+                for verb in list(rule, "/verbs") {
+                    out.insert((
+                        group.as_str().unwrap_or("").to_owned(),
+                        resource.as_str().unwrap_or("").to_owned(),
+                        verb.as_str().unwrap_or("").to_owned(),
+                    ));
                 }
             }
         }
@@ -235,43 +451,30 @@ fn grants(objects: &[Value]) -> BTreeSet<String> {
     out
 }
 
-/// Every permission rota's pods hold, one rule per line: role kind, role, namespace, API group,
-/// resource, resourceNames, verbs (`-` = empty). The extender: reflectors on Nodes and Pods,
-/// eviction, Job suspend, VM stop/start, Events; the ledger ConfigMap and the leader Lease in
-/// its own namespace only. The second scheduler: its own leader-election Lease (the rest is
-/// built-in roles).
-const EXPECTED_GRANTS: &str = "
-ClusterRole rota-extender - - nodes - get,list,watch
-ClusterRole rota-extender - - pods - get,list,watch,patch
-ClusterRole rota-extender - - pods/eviction - create
-ClusterRole rota-extender - batch jobs - get,list,watch,patch
-ClusterRole rota-extender - kubevirt.io virtualmachines - get,list,watch,patch
-ClusterRole rota-extender - kubevirt.io virtualmachineinstances - get,list,watch
-ClusterRole rota-extender - events.k8s.io events - create,patch
-Role rota-extender rota-system - configmaps - get,create,update
-Role rota-extender rota-system coordination.k8s.io leases - get,create,update
-Role rota-scheduler-leader-election rota-system coordination.k8s.io leases rota-scheduler get,update
-";
-
 #[test]
-fn rbac_grants_exactly_the_verbs_rota_uses() {
-    let Some(objects) = render("deploy") else {
-        return;
-    };
-    let expected: BTreeSet<String> = EXPECTED_GRANTS
-        .lines()
-        .filter_map(|line| line.rsplit_once(' '))
-        .flat_map(|(rule, verbs)| verbs.split(',').map(move |verb| format!("{rule} {verb}")))
-        .collect();
-    let actual = grants(objects);
-    let extra: Vec<_> = actual.difference(&expected).collect();
-    let missing: Vec<_> = expected.difference(&actual).collect();
-    assert!(
-        extra.is_empty() && missing.is_empty(),
-        "RBAC drifted from what rota uses.\n  granted, not expected: {extra:#?}\n  expected, not granted: {missing:#?}"
-    );
+fn rbac_grants_exactly_the_api_calls_in_the_table() {
+    let objects = installed();
+    let table = rbac::table();
+    for (scope, kind) in [("cluster", "ClusterRole"), ("namespace", "Role")] {
+        let role = find(objects, kind, "rota-extender");
+        let granted = role_grants(role);
+        let used: BTreeSet<(String, String, String)> = table
+            .iter()
+            .filter(|u| u.scope == scope)
+            .map(|u| (u.group.clone(), u.resource.clone(), u.verb.clone()))
+            .collect();
+        let unused: Vec<_> = granted.difference(&used).collect();
+        let ungranted: Vec<_> = used.difference(&granted).collect();
+        assert!(
+            unused.is_empty() && ungranted.is_empty(),
+            "{kind} rota-extender vs deploy/rbac-uses.tsv ({scope} rows)\n  \
+             granted, no use in the table: {unused:#?}\n  used, not granted: {ungranted:#?}"
+        );
+    }
+    let role = find(objects, "Role", "rota-extender");
+    assert_eq!(at(role, "/metadata/namespace"), NS);
 
-    // The bindings give those roles to the right ServiceAccounts, and the pods run as them.
+    // The bindings give those roles to the ServiceAccount the extender runs as.
     let binding = find(objects, "ClusterRoleBinding", "rota-extender");
     assert_eq!(at(binding, "/roleRef/name"), "rota-extender");
     let role_binding = find(objects, "RoleBinding", "rota-extender");
@@ -281,6 +484,31 @@ fn rbac_grants_exactly_the_verbs_rota_uses() {
         assert_eq!(at(subject, "/name"), "rota-extender", "{}", name_of(b));
         assert_eq!(at(subject, "/namespace"), NS, "{}", name_of(b));
     }
+    // Nothing else of rota's grants anything but the scheduler's own Lease.
+    let roles: Vec<String> = all_of(objects, "ClusterRole")
+        .chain(all_of(objects, "Role"))
+        .map(name_of)
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "ClusterRole/rota-extender",
+            "Role/rota-extender",
+            "Role/rota-scheduler-leader-election"
+        ]
+    );
+    let lease = &list(
+        find(objects, "Role", "rota-scheduler-leader-election"),
+        "/rules",
+    )[0];
+    assert_eq!(
+        list(lease, "/resourceNames"),
+        &vec![Value::from("rota-scheduler")]
+    );
+    assert_eq!(
+        list(lease, "/verbs"),
+        &vec![Value::from("get"), Value::from("update")]
+    );
     let scheduler_roles: BTreeSet<&str> = all_of(objects, "ClusterRoleBinding")
         .chain(all_of(objects, "RoleBinding"))
         .filter(|b| {
@@ -298,6 +526,125 @@ fn rbac_grants_exactly_the_verbs_rota_uses() {
     ]
     .into();
     assert_eq!(scheduler_roles, wanted);
+}
+
+#[test]
+fn rbac_table_rows_are_consistent() {
+    for u in rbac::table() {
+        let (group, plural) = rbac::resource_of(&u.kind)
+            .unwrap_or_else(|| panic!("rbac-uses.tsv: unknown kind {}", u.kind));
+        assert_eq!(u.group, group, "{u:?}");
+        let resource = if rbac::SUBRESOURCE_CALLS.contains(&u.call.as_str()) {
+            format!("{plural}/eviction")
+        } else {
+            plural.to_owned()
+        };
+        assert_eq!(u.resource, resource, "{u:?}");
+        assert!(rbac::verbs_of(&u.call).contains(&u.verb.as_str()), "{u:?}");
+        let scope = if ["ConfigMap", "Lease"].contains(&u.kind.as_str()) {
+            "namespace"
+        } else {
+            "cluster"
+        };
+        assert_eq!(u.scope, scope, "{u:?}: rota's own objects are namespaced");
+    }
+}
+
+#[test]
+fn every_api_call_in_src_has_a_table_row_and_every_row_a_call() {
+    let found = rbac::scan(&repo_file("src"));
+    assert!(
+        found.len() >= 10,
+        "the scan found too little to be trusted: {found:#?}"
+    );
+    let table = rbac::table();
+    // Each (kind, call) found in a file needs every verb the call stands for in the table.
+    let mut missing = Vec::new();
+    for (kind, call, file) in &found {
+        assert!(
+            rbac::resource_of(kind).is_some(),
+            "{file}: Api of kind {kind}, unknown to the RBAC table (add it to \
+             tests/deploy/rbac.rs resource_of and rows to deploy/rbac-uses.tsv)"
+        );
+        for verb in rbac::verbs_of(call) {
+            if !table
+                .iter()
+                .any(|u| &u.kind == kind && &u.call == call && u.verb == *verb)
+            {
+                missing.push(format!("{file}: {kind} {call} → {verb}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "API calls without a row in deploy/rbac-uses.tsv (and so without a grant):\n{missing:#?}"
+    );
+    // Each row's (kind, call) is made somewhere.
+    let seen: BTreeSet<(&str, &str)> = found
+        .iter()
+        .map(|(k, c, _)| (k.as_str(), c.as_str()))
+        .collect();
+    let stale: Vec<String> = table
+        .iter()
+        .filter(|u| !seen.contains(&(u.kind.as_str(), u.call.as_str())))
+        .map(|u| {
+            format!(
+                "{} {} {} ({} {})",
+                u.group, u.resource, u.verb, u.kind, u.call
+            )
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "rows of deploy/rbac-uses.tsv with no such call under src/ (drop the row and the grant):\n{stale:#?}"
+    );
+    // The scan sees what the RBAC needs: the eviction and the VM stop.
+    assert!(found
+        .iter()
+        .any(|(k, c, _)| k == "Pod" && c == "create_subresource"));
+    assert!(found
+        .iter()
+        .any(|(k, c, _)| k == "VirtualMachine" && c == "read_decide_patch("));
+}
+
+#[test]
+fn rbac_scan_catches_a_new_call_and_a_new_kind() {
+    let dir = std::env::temp_dir().join(format!("rota-rbac-scan-{}", std::process::id()));
+    let nested = dir.join("somewhere/else");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(
+        nested.join("new.rs"),
+        "use kube::Api;\n// api.evict( in a comment does not count\n\
+         fn f(c: Client) { let api: Api<Service> = Api::all(c); api\n        .delete(\"x\"); }\n\
+         fn g(c: Client) { let api = Api::<Node>::all(c); api.get_opt(\"n\"); }\n\
+         fn h() { let r = ApiResource::from_gvk_with_plural(&gvk(\"kubevirt.io\", \"v1\", \"VirtualMachineInstance\"), \"vmis\"); \
+         let a = Api::<DynamicObject>::all_with(c, &r); watcher(a, cfg); }\n",
+    )
+    .unwrap();
+    let found = rbac::scan(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let pairs: BTreeSet<(&str, &str)> = found
+        .iter()
+        .map(|(k, c, _)| (k.as_str(), c.as_str()))
+        .collect();
+    assert!(pairs.contains(&("Node", "get_opt(")), "{pairs:?}");
+    assert!(pairs.contains(&("Service", "api.delete(")), "{pairs:?}");
+    assert!(
+        pairs.contains(&("VirtualMachineInstance", "watcher(")),
+        "{pairs:?}"
+    );
+    assert!(
+        !pairs.iter().any(|(_, c)| *c == "api.evict("),
+        "comments are skipped"
+    );
+    assert!(
+        rbac::resource_of("Service").is_none(),
+        "an unknown kind fails the real scan"
+    );
+    // Node get is not in the table: the real test would report it.
+    assert!(!rbac::table()
+        .iter()
+        .any(|u| u.kind == "Node" && u.verb == "get"));
 }
 
 // === scheduler wiring ===
@@ -358,7 +705,7 @@ fn assert_extender_fields(extender: &Value, what: &str) {
 
 #[test]
 fn scheduler_configurations_share_one_extender_block() {
-    let second = yaml_file("deploy/scheduler/scheduler-config.yaml");
+    let second = scheduler_config();
     let reference = extender_block(&second, "rota-scheduler");
     assert_extender_fields(&reference, "rota-scheduler");
     assert_eq!(
@@ -442,13 +789,21 @@ fn scheduler_configurations_share_one_extender_block() {
     );
 }
 
+/// The KubeSchedulerConfiguration rota-scheduler runs (its ConfigMap in deploy/rota.yaml).
+fn scheduler_config() -> Value {
+    let config_map = find(installed(), "ConfigMap", "rota-scheduler-config");
+    let docs = yaml_docs(
+        text(config_map, "/data/scheduler-config.yaml"),
+        "scheduler-config",
+    );
+    assert_eq!(docs.len(), 1);
+    docs.into_iter().next().unwrap_or_default()
+}
+
 #[test]
 fn second_scheduler_runs_the_rendered_configuration() {
-    let Some(objects) = render("deploy") else {
-        return;
-    };
+    let objects = installed();
     let deployment = find(objects, "Deployment", "rota-scheduler");
-    assert_hardened(deployment);
     let container = &list(deployment, "/spec/template/spec/containers")[0];
     let image = text(container, "/image");
     let tag = image
@@ -461,8 +816,7 @@ fn second_scheduler_runs_the_rendered_configuration() {
     );
 
     let config_map = mounted_config_map(objects, deployment, "config");
-    let embedded = text(config_map, "/data/scheduler-config.yaml");
-    assert_eq!(embedded, read("deploy/scheduler/scheduler-config.yaml"));
+    assert_eq!(text(config_map, "/metadata/name"), "rota-scheduler-config");
     let mount = list(container, "/volumeMounts")
         .iter()
         .find(|m| at(m, "/name") == "config")
@@ -477,7 +831,7 @@ fn second_scheduler_runs_the_rendered_configuration() {
     );
 
     // The urlPrefix reaches the rendered Service.
-    let extender = extender_block(&yaml_docs(embedded, "embedded")[0], "embedded");
+    let extender = extender_block(&scheduler_config(), "embedded");
     let service = find(objects, "Service", "rota-extender");
     let port = at(&list(service, "/spec/ports")[0], "/port");
     let url = format!(
@@ -485,18 +839,23 @@ fn second_scheduler_runs_the_rendered_configuration() {
         text(service, "/metadata/namespace")
     );
     assert_eq!(at(&extender, "/urlPrefix"), url.as_str());
+    // The Lease it elects with is the one its Role names.
+    let lease = &list(
+        find(objects, "Role", "rota-scheduler-leader-election"),
+        "/rules",
+    )[0];
+    assert_eq!(
+        &list(lease, "/resourceNames")[0],
+        at(&scheduler_config(), "/leaderElection/resourceName")
+    );
 }
 
-// === CRD-based objects and examples ===
+// === monitoring ===
 
 #[test]
 fn monitors_and_rules_have_what_prometheus_needs() {
-    let (Some(monitoring), Some(objects)) = (render("deploy/monitoring"), render("deploy")) else {
-        return;
-    };
-    let workloads: Vec<&Value> = all_of(objects, "Deployment")
-        .chain(all_of(objects, "DaemonSet"))
-        .collect();
+    let monitoring = manifest("deploy/monitoring/rota-monitoring.yaml");
+    let workloads = workloads(installed());
     let monitors: Vec<&Value> = all_of(monitoring, "PodMonitor").collect();
     assert_eq!(monitors.len(), 2, "the extender and the agents");
     for monitor in monitors {
@@ -526,23 +885,40 @@ fn monitors_and_rules_have_what_prometheus_needs() {
             assert!(!text(r, "/expr").trim().is_empty(), "{} has no expr", r);
             assert!(at(r, "/labels/severity").is_string(), "{r}: no severity");
             alerts.insert(text(r, "/alert").to_owned());
+            // Prometheus's own templates reach the rule untouched by Helm.
+            if let Some(summary) = at(r, "/annotations/summary").as_str() {
+                assert!(!summary.contains("<no value>"), "{summary}");
+            }
         }
     }
     for wanted in [
         "RotaTenantStarved",
         "RotaTelemetryStale",
         "RotaGpuUnhealthy",
-    ] {
-        assert!(alerts.contains(wanted), "missing alert {wanted}");
-    }
-    for wanted in [
         "RotaExtenderErrors",
         "RotaExtenderSlow",
         "RotaAgentNvmlUnavailable",
+        "RotaExtenderDown",
     ] {
         assert!(alerts.contains(wanted), "missing alert {wanted}");
     }
+    let down = list(rule, "/spec/groups")
+        .iter()
+        .flat_map(|g| list(g, "/rules"))
+        .find(|r| at(r, "/alert") == "RotaExtenderDown")
+        .expect("RotaExtenderDown");
+    assert!(
+        text(down, "/expr").contains("job=\"rota-system/rota-extender\""),
+        "the PodMonitor's job label is namespace/name"
+    );
+    let dashboard = find(monitoring, "ConfigMap", "rota-grafana-dashboard");
+    assert_eq!(at(dashboard, "/metadata/labels/grafana_dashboard"), "1");
+    let embedded: Value =
+        serde_json::from_str(text(dashboard, "/data/rota.json")).expect("dashboard JSON");
+    assert_eq!(embedded, support::dashboard());
 }
+
+// === examples ===
 
 #[test]
 fn examples_use_rota_scheduler_and_survive_rotation() {
@@ -716,8 +1092,12 @@ fn dashboard_and_alerts_name_only_exported_metrics() {
         );
     }
 
-    let rule = yaml_file("deploy/monitoring/prometheusrule.yaml");
-    let rule_exprs: Vec<String> = list(&rule, "/spec/groups")
+    let rule = find(
+        manifest("deploy/monitoring/rota-monitoring.yaml"),
+        "PrometheusRule",
+        "rota",
+    );
+    let rule_exprs: Vec<String> = list(rule, "/spec/groups")
         .iter()
         .flat_map(|g| list(g, "/rules"))
         .map(|r| text(r, "/expr").to_owned())
@@ -733,16 +1113,45 @@ fn dashboard_and_alerts_name_only_exported_metrics() {
 // === container image ===
 
 #[test]
-fn dockerfile_builds_the_locked_binary_and_runs_it_as_non_root() {
-    let dockerfile = read("Dockerfile");
-    let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
-    assert!(lines
+fn containerfile_builds_the_locked_binary_non_root_on_distroless() {
+    assert!(
+        !repo_file("Dockerfile").exists(),
+        "one image recipe: the Containerfile"
+    );
+    let file = read("Containerfile");
+    let lines: Vec<&str> = file.lines().map(str::trim).collect();
+    let froms: Vec<&str> = lines
         .iter()
-        .any(|l| l.contains("cargo build --release --locked")));
-    assert!(lines
+        .copied()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(froms.len() >= 3, "multi-stage: {froms:?}");
+    // The default target (the last stage) is the glibc build the agent needs for NVML; the
+    // extender-static target is a musl binary on distroless/static.
+    assert!(
+        froms
+            .last()
+            .is_some_and(|l| l.starts_with("FROM gcr.io/distroless/cc-debian12:nonroot")),
+        "{froms:?}"
+    );
+    assert!(
+        froms
+            .iter()
+            .any(|l| l
+                .starts_with("FROM gcr.io/distroless/static-debian12:nonroot AS extender-static")),
+        "{froms:?}"
+    );
+    let builds: Vec<&str> = lines
         .iter()
-        .any(|l| l.starts_with("FROM gcr.io/distroless/cc-debian12:nonroot")));
-    assert!(lines.contains(&"USER 65532:65532"));
+        .copied()
+        .filter(|l| l.contains("cargo build --release --locked"))
+        .collect();
+    assert_eq!(builds.len(), 2, "{builds:?}");
+    assert!(builds
+        .iter()
+        .any(|l| l.contains("--target x86_64-unknown-linux-musl")));
+    let users = lines.iter().filter(|l| **l == "USER 65532:65532").count();
+    assert_eq!(users, 2, "both runtime stages run as non-root");
     assert!(lines.contains(&r#"ENTRYPOINT ["/rota"]"#));
     // Cargo refuses a manifest whose declared targets are missing: the build context must
     // carry every directory Cargo.toml's targets live in.
@@ -753,13 +1162,24 @@ fn dockerfile_builds_the_locked_binary_and_runs_it_as_non_root() {
         needed.push("benches");
     }
     for dir in needed {
-        assert!(
-            lines.contains(&format!("COPY {dir} ./{dir}").as_str()),
-            "Dockerfile: {dir}"
-        );
+        let copies = lines
+            .iter()
+            .filter(|l| **l == format!("COPY {dir} ./{dir}"))
+            .count();
+        assert_eq!(copies, 2, "Containerfile: {dir} in both build stages");
         assert!(
             ignore.lines().any(|l| l.trim() == format!("!{dir}")),
             ".dockerignore: {dir}"
         );
     }
+    // deploy/README.md says how to build and push it.
+    let readme = read("deploy/README.md");
+    assert!(
+        readme.contains("build -f Containerfile"),
+        "build command in deploy/README.md"
+    );
+    assert!(
+        readme.contains(" push "),
+        "push command in deploy/README.md"
+    );
 }

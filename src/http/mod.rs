@@ -21,6 +21,7 @@
 //! log bodies, or know any endpoint (that is the handler's job).
 
 mod budget;
+pub mod memory_limit;
 mod request;
 mod server;
 mod stats;

@@ -1,6 +1,8 @@
-//! Helpers of tests/deploy.rs: reading repository files, `kubectl kustomize` renders (cached,
-//! skipped without kubectl), JSON-pointer access to rendered objects, the hardening every
-//! rota container must have, and the metric-name scanner behind the dashboard drift check.
+//! Helpers of tests/deploy.rs: reading repository files, the generated manifests (deploy/rota.yaml,
+//! deploy/monitoring/rota-monitoring.yaml: the Helm chart's render, parsed directly),
+//! `kubectl kustomize` renders (cached, skipped without kubectl), JSON-pointer access to
+//! rendered objects, the hardening every rota container must have, the metric-name scanner
+//! behind the dashboard drift check, and the source scanner behind the RBAC table check.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -64,10 +66,36 @@ pub fn name_of(v: &Value) -> String {
     )
 }
 
-/// The example RotaConfig the base's ConfigMap is generated from.
+/// The objects of a generated manifest file (`deploy/rota.yaml`, …), parsed once.
+pub fn manifest(rel: &'static str) -> &'static [Value] {
+    static CACHE: OnceLock<parking_lot::Mutex<BTreeMap<&'static str, &'static [Value]>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock();
+    cache.entry(rel).or_insert_with(|| {
+        let objects = yaml_docs(&read(rel), rel);
+        assert!(!objects.is_empty(), "{rel} holds no objects");
+        Box::leak(objects.into_boxed_slice())
+    })
+}
+
+/// `deploy/rota.yaml`: what `kubectl apply -k deploy/` installs.
+pub fn installed() -> &'static [Value] {
+    manifest("deploy/rota.yaml")
+}
+
+/// The RotaConfig text the installed ConfigMap carries (the chart's `config` value).
+pub fn rota_config_text() -> &'static str {
+    text(
+        find(installed(), "ConfigMap", "rota-config"),
+        "/data/rota-config.yaml",
+    )
+}
+
+/// The installed RotaConfig, validated by rota's own loader.
 pub fn rota_config() -> ValidConfig {
-    rota::config::load(&repo_file("deploy/config/rota-config.yaml"))
-        .unwrap_or_else(|e| panic!("deploy/config/rota-config.yaml: {e}"))
+    rota::config::parse(rota_config_text())
+        .unwrap_or_else(|e| panic!("the RotaConfig in deploy/rota.yaml: {e}"))
 }
 
 /// `kubectl kustomize DIR`, parsed; `None` (after saying so) when kubectl is absent. Cached:
@@ -270,9 +298,9 @@ pub fn unknown_metrics(exprs: &[String], exported: &BTreeSet<String>) -> (Vec<St
     (unknown, found)
 }
 
-/// `deploy/monitoring/grafana-dashboard.json`, parsed.
+/// The Grafana dashboard (`deploy/helm/rota/files/grafana-dashboard.json`), parsed.
 pub fn dashboard() -> Value {
-    let text = read("deploy/monitoring/grafana-dashboard.json");
+    let text = read("deploy/helm/rota/files/grafana-dashboard.json");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("grafana-dashboard.json: {e}"))
 }
 
