@@ -132,3 +132,117 @@ fn rotations_never_violate_the_quantum() {
         "every rotation is seen at a tick"
     );
 }
+
+/// Checks after every scheduling point that the reservation is honoured: while a job holds
+/// it, the free GPUs never hold it (else the gate would have started it), and no job started
+/// in that call took GPUs the holder could have used.
+struct ReservationWatch {
+    inner: Rota,
+    holders: Vec<JobId>,
+}
+
+impl Policy for ReservationWatch {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn on_arrival(&mut self, sim: &Sim<'_>, job: JobId) {
+        self.inner.on_arrival(sim, job);
+    }
+    fn on_finish(&mut self, sim: &Sim<'_>, job: JobId) {
+        self.inner.on_finish(sim, job);
+    }
+    fn tick_seconds(&self) -> Option<f64> {
+        self.inner.tick_seconds()
+    }
+    fn on_tick(&mut self, sim: &mut Sim<'_>) {
+        self.inner.on_tick(sim);
+    }
+    fn schedule(&mut self, sim: &mut Sim<'_>) {
+        let free_before = sim.largest_fit();
+        self.inner.schedule(sim);
+        if let Some(h) = self.inner.reservation_holder() {
+            let need = u64::from(sim.spec(h).gpus);
+            assert!(
+                sim.largest_fit() < need,
+                "holder {h} waits with {} GPUs free, needing {need}",
+                sim.largest_fit()
+            );
+            // With one pool the holder keeps it: nothing started behind it in this call.
+            assert!(
+                sim.largest_fit() >= free_before.min(sim.largest_fit()),
+                "backfill took reserved GPUs"
+            );
+            if self.holders.last() != Some(&h) {
+                self.holders.push(h);
+            }
+        }
+    }
+}
+
+/// A 16-GPU gang arrives behind an endless stream of one-GPU jobs on a 16-GPU pool. Without a
+/// reservation each released GPU would go to the next small job and the gang would starve;
+/// with it the gang starts once the small jobs running when it arrived have ended.
+#[test]
+fn a_big_gang_behind_a_stream_of_small_jobs_starts_once_the_running_ones_end() {
+    let mut jobs = Vec::new();
+    for k in 0..400 {
+        jobs.push(job(0, 100.0, f64::from(k) * 6.0));
+    }
+    let mut gang = job(1, 500.0, 1_000.5);
+    gang.gpus = 16;
+    jobs.push(gang);
+    let tenants = (0..2)
+        .map(|i| TenantSpec {
+            name: format!("t{i}"),
+            weight: 1.0,
+        })
+        .collect();
+    let trace = Trace::from_unsorted(tenants, jobs, None);
+    let cluster = ClusterSpec::homogeneous(16, 8);
+    let mut watch = ReservationWatch {
+        inner: Rota::new(&trace, RotaSettings::default()),
+        holders: Vec::new(),
+    };
+    let out = engine::run(&trace, &cluster, &mut watch, &engine());
+    let g = trace.jobs.iter().position(|j| j.gpus == 16).unwrap();
+    let started = out.jobs[g].first_start.expect("the gang started");
+    let wait = started - trace.jobs[g].arrival;
+    // The small jobs running at its arrival end within 100 s.
+    assert!(wait <= 100.0, "the gang waited {wait} s");
+    assert!(
+        watch.holders.contains(&(g as JobId)),
+        "it held the reservation"
+    );
+    assert!(out.jobs.iter().all(|j| j.status == JobStatus::Done));
+}
+
+/// A job larger than every pool is reported as unplaceable, never queued, and stalls no one.
+#[test]
+fn a_job_larger_than_the_cluster_is_reported_and_blocks_no_one() {
+    let mut jobs = vec![job(0, 1_000.0, 0.0), job(1, 100.0, 2.0), job(1, 100.0, 3.0)];
+    jobs[0].gpus = 64;
+    let tenants = (0..2)
+        .map(|i| TenantSpec {
+            name: format!("t{i}"),
+            weight: 1.0,
+        })
+        .collect();
+    let trace = Trace::from_unsorted(tenants, jobs, None);
+    let cluster = ClusterSpec::homogeneous(16, 8);
+    let out = run_policy(
+        &trace,
+        &cluster,
+        PolicyKind::Rota,
+        &engine(),
+        &PolicyConfig::default(),
+    )
+    .expect("policy exists");
+    assert_eq!(out.jobs[0].status, JobStatus::Unplaceable);
+    assert_eq!(out.jobs[1].first_start, Some(2.0));
+    assert_eq!(out.jobs[2].first_start, Some(3.0));
+    let s = summarize(&trace, &out, &[None, None]);
+    assert_eq!((s.jobs_unplaceable, s.jobs_unfinished), (1, 0));
+    assert_eq!(s.tenants[0].unplaceable, 1);
+    let note = rota::sim::report::unplaceable_note(&s).expect("a note");
+    assert!(note.contains("1 jobs") && note.contains("t0 1"), "{note}");
+}

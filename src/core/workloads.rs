@@ -480,6 +480,12 @@ impl Workloads {
             }
             report.resources.insert(resource, shares);
         }
+        // A tenant without demand now holds nothing: owed its share the moment work arrives.
+        if let Some(last) = &self.report {
+            for tenant in last.standings.keys().filter(|t| !totals.contains_key(*t)) {
+                self.queue.set_standing(tenant, Standing::new(0.0));
+            }
+        }
         for (tenant, (held, entitled)) in totals {
             let standing = Standing::of(held, entitled);
             self.queue.set_standing(&tenant, standing);

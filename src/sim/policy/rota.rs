@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use crate::config::{QuantumConfig, RotaConfig};
-use crate::core::fairshare::{entitlements, SharePolicy, TenantLoad};
+use crate::core::fairshare::{entitlements, SharePolicy, Standing, TenantLoad};
 use crate::core::feasibility::{Fit, NeverFit};
 use crate::core::gate::{self, Step, Supply};
 use crate::core::ledger::Ledger;
@@ -444,7 +444,13 @@ impl Rota {
         let e = entitlements(&self.share, sim.capacity() as f64, &loads);
         for (i, e) in e.iter().enumerate() {
             self.entitled[i] = e.entitled;
-            self.queue.set_standing(&self.names[i], e.standing);
+            // A tenant with no demand holds nothing: owed its share the moment work arrives.
+            let standing = if e.demand > 0.0 {
+                e.standing
+            } else {
+                Standing::new(0.0)
+            };
+            self.queue.set_standing(&self.names[i], standing);
         }
     }
 
