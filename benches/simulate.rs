@@ -4,6 +4,8 @@
 //! - `philly/<policy>`: the full 52,849-job Philly trace on 512 GPUs (8 per node), when
 //!   `../shared/traces/philly-vc/philly-sep-oct-2017.csv` is present (skipped otherwise).
 //!
+//! `rota` runs the production queue and gate (`core::queue::FairQueue`, `core::gate::walk`).
+//!
 //! Target: well under 10 s per policy for Philly on a 2-core machine (goal about 1 s); cost must
 //! grow no faster than n log n (compare `generated` at 20,000 with Philly at 52,849).
 
@@ -17,11 +19,12 @@ use rota::sim::{
     Trace,
 };
 
-const POLICIES: [PolicyKind; 4] = [
+const POLICIES: [PolicyKind; 5] = [
     PolicyKind::Fifo,
     PolicyKind::Quota,
     PolicyKind::Fair,
     PolicyKind::Las,
+    PolicyKind::Rota,
 ];
 
 fn bench_trace(c: &mut Criterion, group: &str, trace: &Trace, cluster: &ClusterSpec) {

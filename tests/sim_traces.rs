@@ -246,3 +246,38 @@ fn philly_cli_runs_for_the_readme() {
         assert!(out.join("summary.json").is_file());
     }
 }
+
+/// Issue #13's floors for the defaults, on the contended month: the Philly trace on 512 GPUs
+/// (8 per node), everything before 2017-10-01 as warm-up, equal weights, no config at all.
+/// The same figures `rota simulate --trace … --gpus 512 --warmup-hours 637.4886 --policies rota`
+/// prints (simulations/README.md).
+#[test]
+fn october_floors_hold_with_the_default_config() {
+    let Some(t) = philly() else { return };
+    let cluster = ClusterSpec::homogeneous(512, 8);
+    let engine = EngineConfig {
+        warmup_seconds: 637.4886 * 3600.0,
+        ..EngineConfig::default()
+    };
+    let out = run_policy(&t, &cluster, PolicyKind::Rota, &engine, &PolicyConfig::default())
+        .expect("rota exists");
+    let s = summarize(&t, &out, &vec![None; t.tenants.len()]);
+    assert!(s.share_deviation <= 0.02, "share deviation {}", s.share_deviation);
+    assert!(s.jain_index >= 0.98, "Jain {}", s.jain_index);
+    assert!(s.jct.mean <= 16.0 * 3600.0, "mean JCT {} h", s.jct.mean / 3600.0);
+    assert!(s.preemptions <= 9_500, "{} rotations", s.preemptions);
+    assert!(
+        s.lost_gpu_seconds <= 0.01 * s.useful_gpu_seconds,
+        "lost {} of {} GPU-s",
+        s.lost_gpu_seconds,
+        s.useful_gpu_seconds
+    );
+    assert_eq!((s.jobs_unfinished, s.jobs_unplaceable), (0, 0));
+    for tenant in &s.tenants {
+        let share = tenant.mean_entitled / 512.0;
+        if share >= 0.01 {
+            let ratio = tenant.received_over_entitled.unwrap_or(0.0);
+            assert!(ratio >= 0.9, "{}: {ratio:.3} of its entitlement", tenant.name);
+        }
+    }
+}
