@@ -259,12 +259,26 @@ fn october_floors_hold_with_the_default_config() {
         warmup_seconds: 637.4886 * 3600.0,
         ..EngineConfig::default()
     };
-    let out = run_policy(&t, &cluster, PolicyKind::Rota, &engine, &PolicyConfig::default())
-        .expect("rota exists");
+    let out = run_policy(
+        &t,
+        &cluster,
+        PolicyKind::Rota,
+        &engine,
+        &PolicyConfig::default(),
+    )
+    .expect("rota exists");
     let s = summarize(&t, &out, &vec![None; t.tenants.len()]);
-    assert!(s.share_deviation <= 0.02, "share deviation {}", s.share_deviation);
+    assert!(
+        s.share_deviation <= 0.02,
+        "share deviation {}",
+        s.share_deviation
+    );
     assert!(s.jain_index >= 0.98, "Jain {}", s.jain_index);
-    assert!(s.jct.mean <= 16.0 * 3600.0, "mean JCT {} h", s.jct.mean / 3600.0);
+    assert!(
+        s.jct.mean <= 16.0 * 3600.0,
+        "mean JCT {} h",
+        s.jct.mean / 3600.0
+    );
     assert!(s.preemptions <= 9_500, "{} rotations", s.preemptions);
     assert!(
         s.lost_gpu_seconds <= 0.01 * s.useful_gpu_seconds,
@@ -277,7 +291,11 @@ fn october_floors_hold_with_the_default_config() {
         let share = tenant.mean_entitled / 512.0;
         if share >= 0.01 {
             let ratio = tenant.received_over_entitled.unwrap_or(0.0);
-            assert!(ratio >= 0.9, "{}: {ratio:.3} of its entitlement", tenant.name);
+            assert!(
+                ratio >= 0.9,
+                "{}: {ratio:.3} of its entitlement",
+                tenant.name
+            );
         }
     }
 }

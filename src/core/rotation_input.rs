@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::config::ValidConfig;
 
 use super::cluster::ClusterSnapshot;
+use super::feasibility::Demand;
 use super::model::{GpuPod, WorkloadId};
 use super::quantity::saturating_sum;
 use super::rotation::{
@@ -171,7 +172,8 @@ fn running(snapshot: &ClusterSnapshot, config: &ValidConfig, now: f64) -> Vec<Ru
 }
 
 /// Waiting workloads: the fair-share queue of each resource, in queue order (resources by
-/// name; the planner looks at one resource at a time).
+/// name; the planner looks at one resource at a time). Workloads that can never fit
+/// (`core::feasibility`) are left out: no rotation can make room for them.
 fn waiting(snapshot: &ClusterSnapshot) -> Vec<WaitingWorkload> {
     let workloads = snapshot.workloads();
     let queue = workloads.queue();
@@ -180,10 +182,14 @@ fn waiting(snapshot: &ClusterSnapshot) -> Vec<WaitingWorkload> {
     resources.dedup();
     let mut out = Vec::new();
     for resource in resources {
+        let capacity = workloads.capacity_pool(resource);
         for entry in queue.in_order(resource) {
             let per_pod = workloads
                 .workload(&entry.key)
                 .map_or(entry.gpus, |w| w.per_pod(resource));
+            if capacity.check(Demand::new(entry.gpus, per_pod)).is_err() {
+                continue;
+            }
             // One pod's request covers the whole demand: it must fit on one node.
             let spread = if per_pod >= entry.gpus {
                 Spread::OneNode
@@ -428,6 +434,20 @@ mod tests {
         assert!(!get(&pinned).preemptible && !get(&pinned).protected);
         assert!(get(&guarded).protected && get(&guarded).preemptible);
         assert!(get(&short).preemptible && !get(&short).protected);
+    }
+
+    #[test]
+    fn a_workload_that_can_never_fit_is_no_claim() {
+        let config = ValidConfig::default();
+        let mut snap = ClusterSnapshot::new();
+        snap.upsert_node(node("n1", 4));
+        let giant = id(WorkloadKind::Pod, "giant");
+        let small = id(WorkloadKind::Pod, "small");
+        snap.upsert_pod(pod("g", &giant, "a", 5, None));
+        snap.upsert_pod(pod("s", &small, "b", 1, None));
+        let snap = refreshed(snap, &config);
+        let claims: Vec<WorkloadId> = waiting(&snap).into_iter().map(|w| w.id).collect();
+        assert_eq!(claims, vec![small]);
     }
 
     #[test]
