@@ -59,9 +59,6 @@ impl Supply<u64> for Nodes {
     fn take(&mut self, e: &QueueEntry<u64>) {
         self.0.take(Demand::new(e.gpus, e.gpus));
     }
-    fn exhausted(&self) -> bool {
-        self.0.is_empty()
-    }
     fn reserve(&mut self, _: &QueueEntry<u64>) {}
 }
 

@@ -649,9 +649,6 @@ impl Supply<u32> for Nodes {
     fn take(&mut self, e: &QueueEntry<u32>) {
         assert!(self.free.take(self.demand(e)), "took what does not fit");
     }
-    fn exhausted(&self) -> bool {
-        self.free.is_empty()
-    }
     fn reserve(&mut self, e: &QueueEntry<u32>) {
         let d = self.demand(e);
         let (mut kept, mut nodes) = (0, 0);

@@ -58,8 +58,6 @@ pub trait Supply<K> {
     fn fit(&self, entry: &QueueEntry<K>) -> Fit;
     /// Hands `entry` its GPUs (it was admitted): they are no longer free.
     fn take(&mut self, entry: &QueueEntry<K>);
-    /// Nothing is left that any workload could use.
-    fn exhausted(&self) -> bool;
     /// Sets aside for the reservation holder `entry` the GPUs where it fits soonest: they are
     /// no one else's until it starts.
     fn reserve(&mut self, entry: &QueueEntry<K>);
@@ -277,10 +275,6 @@ impl Supply<WorkloadId> for ClusterSupply<'_> {
     fn take(&mut self, entry: &QueueEntry) {
         let demand = self.demand(entry);
         self.free.take(demand);
-    }
-
-    fn exhausted(&self) -> bool {
-        self.free.is_empty()
     }
 
     /// Keeps for the holder the nodes that can hold one of its pods, most free GPUs first

@@ -470,7 +470,6 @@ mod tests {
             .workloads()
             .queue()
             .in_order(GPU)
-            .into_iter()
             .map(|e| e.key.clone())
             .collect();
         assert_eq!(expected.len(), 3);

@@ -217,10 +217,6 @@ impl Supply<JobId> for SimSupply {
         }
     }
 
-    fn exhausted(&self) -> bool {
-        self.largest_free() == 0
-    }
-
     /// The pool where it fits soonest (the most free GPUs among pools that can hold it) is
     /// kept for it: its free GPUs are no one else's.
     fn reserve(&mut self, entry: &QueueEntry<JobId>) {
