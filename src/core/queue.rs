@@ -157,10 +157,17 @@ impl<K: Ord> Eq for TenantKey<K> {}
 
 type Heads<K> = PriorityQueue<String, TenantKey<K>, BuildHasherDefault<FxHasher>>;
 
+/// One tenant's entries of one resource, in its own order, with its standing.
+#[derive(Clone, Debug)]
+struct Own<K> {
+    slots: BTreeSet<Slot<K>>,
+    standing: Standing,
+}
+
 /// One resource's queue: each tenant's entries in its own order, tenants by their heads.
 #[derive(Clone, Debug)]
 struct ResourceQueue<K> {
-    tenants: FxHashMap<String, BTreeSet<Slot<K>>>,
+    tenants: FxHashMap<String, Own<K>>,
     heads: Heads<K>,
     len: usize,
 }
@@ -177,9 +184,13 @@ impl<K: Ord> Default for ResourceQueue<K> {
 
 impl<K: Clone + Ord> ResourceQueue<K> {
     /// Re-keys `tenant` in the heap after its entries or standing changed.
-    fn rekey(&mut self, tenant: &str, standing: Standing) {
-        match self.tenants.get(tenant).and_then(BTreeSet::first) {
-            Some(head) => {
+    fn rekey(&mut self, tenant: &str) {
+        match self
+            .tenants
+            .get(tenant)
+            .and_then(|o| Some((o.slots.first()?, o.standing)))
+        {
+            Some((head, standing)) => {
                 let key = TenantKey {
                     head: head.clone(),
                     standing,
@@ -244,12 +255,21 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
     pub fn push(&mut self, entry: QueueEntry<K>) -> Option<QueueEntry<K>> {
         let old = self.remove(&entry.key);
         let standing = self.standing(&entry.tenant);
-        let queue = self.resources.entry(entry.resource.clone()).or_default();
-        let own = queue.tenants.entry(entry.tenant.clone()).or_default();
-        if own.insert(Slot::of(&entry, self.within)) {
+        let queue = match self.resources.get_mut(&entry.resource) {
+            Some(q) => q,
+            None => self.resources.entry(entry.resource.clone()).or_default(),
+        };
+        let own = match queue.tenants.get_mut(&entry.tenant) {
+            Some(own) => own,
+            None => queue.tenants.entry(entry.tenant.clone()).or_insert(Own {
+                slots: BTreeSet::new(),
+                standing,
+            }),
+        };
+        if own.slots.insert(Slot::of(&entry, self.within)) {
             queue.len += 1;
         }
-        queue.rekey(&entry.tenant, standing);
+        queue.rekey(&entry.tenant);
         self.entries.insert(entry.key.clone(), entry);
         old
     }
@@ -275,8 +295,9 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
             }
         }
         for queue in self.resources.values_mut() {
-            if queue.tenants.contains_key(tenant) {
-                queue.rekey(tenant, standing);
+            if let Some(own) = queue.tenants.get_mut(tenant) {
+                own.standing = standing;
+                queue.rekey(tenant);
             }
         }
     }
@@ -328,12 +349,12 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
     pub fn in_order<'q>(&'q self, resource: &str) -> InOrder<'q, K> {
         let mut cursors = BinaryHeap::new();
         if let Some(queue) = self.resources.get(resource) {
-            for (tenant, own) in &queue.tenants {
-                let mut iter = own.iter();
+            for own in queue.tenants.values() {
+                let mut iter = own.slots.iter();
                 if let Some(head) = iter.next() {
                     cursors.push(Cursor {
                         head,
-                        standing: self.standing(tenant),
+                        standing: own.standing,
                         rest: iter,
                     });
                 }
@@ -386,17 +407,16 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
 
     /// Drops `entry` from its resource's queue (it already left `entries`).
     fn unlink(&mut self, entry: &QueueEntry<K>) {
-        let standing = self.standing(&entry.tenant);
         let Some(queue) = self.resources.get_mut(&entry.resource) else {
             return;
         };
         let removed = queue
             .tenants
             .get_mut(&entry.tenant)
-            .is_some_and(|own| own.remove(&Slot::of(entry, self.within)));
+            .is_some_and(|own| own.slots.remove(&Slot::of(entry, self.within)));
         if removed {
             queue.len -= 1;
-            queue.rekey(&entry.tenant, standing);
+            queue.rekey(&entry.tenant);
         }
     }
 }
