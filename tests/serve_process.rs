@@ -440,8 +440,9 @@ async fn sigterm_releases_the_lease_before_exit_and_the_next_replica_leads_withi
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(holder(&mock).as_deref(), Some("rota-a"));
 
-    first.sigterm();
+    // Taken before the signal: the child may write its release before this thread runs again.
     let signalled = Instant::now();
+    first.sigterm();
     let (status, exited) = first.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "rota-a exited with {status}");
     assert!(
