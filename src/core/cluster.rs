@@ -33,9 +33,10 @@ impl ClusterSnapshot {
 
     /// An empty snapshot whose queue orders each tenant's workloads by `within`.
     pub fn with_queue_order(within: WithinTenant) -> Self {
-        let mut snapshot = Self::default();
-        snapshot.workloads.set_queue_order(within);
-        snapshot
+        Self {
+            workloads: Workloads::with_queue_order(within),
+            ..Self::default()
+        }
     }
 
     /// Looks a node up by name.

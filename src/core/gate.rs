@@ -250,12 +250,7 @@ impl<'c> ClusterSupply<'c> {
     }
 
     fn demand(&self, entry: &QueueEntry) -> Demand {
-        let per_pod = self
-            .cluster
-            .workloads()
-            .workload(&entry.key)
-            .map_or(entry.gpus, |w| w.per_pod(self.resource));
-        Demand::new(entry.gpus, per_pod)
+        self.cluster.workloads().demand(entry)
     }
 }
 

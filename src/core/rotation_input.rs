@@ -23,7 +23,6 @@ use std::time::Duration;
 use crate::config::ValidConfig;
 
 use super::cluster::ClusterSnapshot;
-use super::feasibility::Demand;
 use super::model::{GpuPod, WorkloadId};
 use super::quantity::saturating_sum;
 use super::rotation::{
@@ -184,14 +183,12 @@ fn waiting(snapshot: &ClusterSnapshot) -> Vec<WaitingWorkload> {
     for resource in resources {
         let capacity = workloads.capacity_pool(resource);
         for entry in queue.in_order(resource) {
-            let per_pod = workloads
-                .workload(&entry.key)
-                .map_or(entry.gpus, |w| w.per_pod(resource));
-            if capacity.check(Demand::new(entry.gpus, per_pod)).is_err() {
+            let demand = workloads.demand(entry);
+            if capacity.check(demand).is_err() {
                 continue;
             }
             // One pod's request covers the whole demand: it must fit on one node.
-            let spread = if per_pod >= entry.gpus {
+            let spread = if demand.per_pod >= demand.gpus {
                 Spread::OneNode
             } else {
                 Spread::AnyNodes

@@ -522,6 +522,15 @@ impl Workloads {
         }
     }
 
+    /// What a queued workload needs placed: its GPUs in pods of its largest request of the
+    /// queue's resource (one pod of all of them when the view knows no pod).
+    pub fn demand(&self, entry: &QueueEntry) -> Demand {
+        let per_pod = self
+            .workload(&entry.key)
+            .map_or(entry.gpus, |w| w.per_pod(&entry.resource));
+        Demand::new(entry.gpus, per_pod)
+    }
+
     /// Every queued workload that can never fit, with its tenant and why. O(n) over the
     /// queue: for metrics, not the request path.
     pub fn unplaceable(&self) -> Vec<(&QueueEntry, NeverFit)> {
@@ -529,10 +538,7 @@ impl Workloads {
         for resource in self.queue.resources() {
             let capacity = self.capacity_pool(resource);
             for entry in self.queue.in_order(resource) {
-                let per_pod = self
-                    .workload(&entry.key)
-                    .map_or(entry.gpus, |w| w.per_pod(resource));
-                if let Err(why) = capacity.check(Demand::new(entry.gpus, per_pod)) {
+                if let Err(why) = capacity.check(self.demand(entry)) {
                     out.push((entry, why));
                 }
             }
@@ -660,20 +666,11 @@ impl Workloads {
 
     // === hooks called by ClusterSnapshot ===
 
-    /// Sets the order inside tenants; queued workloads are kept and re-ordered.
-    pub(super) fn set_queue_order(&mut self, within: WithinTenant) {
-        let old = std::mem::replace(&mut self.queue, FairQueue::with_order(within));
-        for tenant in self.report.iter().flat_map(|r| r.standings.iter()) {
-            self.queue.set_standing(tenant.0, *tenant.1);
-        }
-        for resource in old.resources().map(str::to_owned).collect::<Vec<_>>() {
-            for entry in old.in_order(&resource) {
-                self.queue.push(entry.clone());
-            }
-        }
-        for entry in old.admitted() {
-            self.queue.push(entry.clone());
-            self.queue.mark_admitted(&entry.key);
+    /// An empty state whose queue orders each tenant's workloads by `within`.
+    pub(super) fn with_queue_order(within: WithinTenant) -> Self {
+        Self {
+            queue: FairQueue::with_order(within),
+            ..Self::default()
         }
     }
 

@@ -22,7 +22,6 @@ use std::collections::BinaryHeap;
 use super::cluster::{ClusterSpec, Placement, SimCluster};
 use super::report::Recorder;
 use super::trace::{JobSpec, Trace};
-use crate::core::feasibility::Pool;
 
 /// Index of a job in its [`Trace`] (also its arrival rank).
 pub type JobId = u32;
@@ -328,11 +327,10 @@ impl<'t> Sim<'t> {
     }
 
     /// Admits an arrival into the system; false (and marked [`JobStatus::Unplaceable`]) when
-    /// its gang is larger than every pool, as `core::feasibility` classifies it.
+    /// its gang is larger than every pool (a gang spans the nodes of one pool freely).
     fn arrive(&mut self, job: JobId) -> bool {
         let spec = self.spec(job);
-        let pools = Pool::of(self.cluster.pools().map(|(_, capacity)| capacity));
-        if pools.largest() < u64::from(spec.gpus) {
+        if self.cluster.largest_pool() < u64::from(spec.gpus) {
             self.jobs[job as usize].status = JobStatus::Unplaceable;
             return false;
         }
