@@ -24,6 +24,7 @@ pub mod core;
 pub mod extender;
 pub mod http;
 pub mod loadtest;
+pub mod messages;
 pub mod metrics;
 pub mod names;
 pub mod read;

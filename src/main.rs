@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -66,10 +67,32 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("rota: {err:#}");
-            ExitCode::FAILURE
+            eprintln!("rota: {}", error_message(&err));
+            // clap's convention: 2 for a usage error, 1 for anything that failed at run time.
+            match err.is::<rota::sim::UsageError>() {
+                true => ExitCode::from(2),
+                false => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// The error chain on one line, each cause once. Many of rota's error types already show their
+/// `#[source]` in their own message (thiserror's `{source}`, `#[from]`), so anyhow's `{:#}`
+/// would print those causes twice; a cause whose text is already there is skipped.
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -79,15 +102,25 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Explain(args) => runtime()?.block_on(rota::extender::explain::run_explain(args)),
         Command::Simulate(args) => rota::sim::run(args),
         Command::Loadtest(options) => runtime()?.block_on(rota::loadtest::run(options)),
-        Command::Config(ConfigCommand::Check { file }) => {
-            print!("{}", rota::config::check_report(&file)?);
-            Ok(())
-        }
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Config(ConfigCommand::Default) => {
             print!("{}", rota::config::ValidConfig::default().to_yaml());
             Ok(())
         }
     }
+}
+
+/// `rota config check`: diagnostics (every problem, or `config OK` and the warnings) on
+/// stderr; stdout carries only the effective config, so it can be piped to a file.
+fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config =
+        rota::config::load(file).with_context(|| format!("config file {}", file.display()))?;
+    eprintln!("config OK: {}", file.display());
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", config.to_yaml());
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

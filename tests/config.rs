@@ -114,7 +114,7 @@ fn wrong_type_reports_its_path() {
     let err = config::parse("usage:\n  halfLifeSeconds: 7d\n").expect_err("string for f64");
     assert_eq!(
         err.to_string(),
-        "usage.halfLifeSeconds: invalid type: string \"7d\", expected f64"
+        "usage.halfLifeSeconds: got string \"7d\", expected a number"
     );
     let err = config::parse("quantum:\n  jobSeconds: -5\n").expect_err("negative u64");
     assert!(err.to_string().starts_with("quantum.jobSeconds: "), "{err}");

@@ -192,7 +192,8 @@ fn philly_replay_on_512_gpus() {
         timing.push((wall, out.events as f64 / wall));
         summaries.push(summarize(&t, &out, &alone));
     }
-    println!("{}", report::table(&summaries, &timing));
+    println!("{}", report::table(&summaries));
+    println!("{}", report::timing_line(&summaries, &timing));
     let by = |name: &str| summaries.iter().find(|s| s.policy == name).unwrap();
     assert!(
         by("las").jct.mean < by("fifo").jct.mean,

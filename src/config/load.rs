@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{ConfigErrors, RotaConfig, ValidConfig};
+use super::{ConfigErrors, ConfigProblem, RotaConfig, ValidConfig};
 
 /// Everything that can go wrong loading a config.
 #[derive(Debug, thiserror::Error)]
@@ -72,35 +72,119 @@ pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
 ///
 /// An empty document (or `{}`) is the default config. `apiVersion` and `kind` may be left out
 /// (the defaults are filled in), but when present they must be exactly `rota.io/v1alpha1` and
-/// `RotaConfig`.
+/// `RotaConfig`. Every problem is reported at once: a field of the wrong type or an unknown
+/// key is set aside (as if absent) and parsing goes on, then the rest is validated. A single
+/// schema problem stays a [`ConfigError::Parse`]; more become [`ConfigError::Invalid`].
 pub fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
-    Ok(parse_unvalidated(text)?.validate()?)
+    let mut value = document(text)?;
+    let mut problems = Vec::new();
+    let config = loop {
+        match deserialize(value.clone()) {
+            Ok(config) => break Some(config),
+            Err(ConfigError::Parse { path, reason }) => {
+                let removed = !path.is_empty() && remove_path(&mut value, &path);
+                problems.push(ConfigProblem { path, reason });
+                if !removed || problems.len() >= MAX_PARSE_PROBLEMS {
+                    break None;
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    };
+    let parse_problems = problems.len();
+    if let Some(config) = config {
+        match config.validate() {
+            Ok(valid) if problems.is_empty() => return Ok(valid),
+            Ok(_) => {}
+            Err(errors) => problems.extend(errors.0),
+        }
+    }
+    if problems.len() == 1 && parse_problems == 1 {
+        let ConfigProblem { path, reason } = problems.remove(0);
+        return Err(ConfigError::Parse { path, reason });
+    }
+    Err(ConfigError::Invalid(ConfigErrors(problems)))
 }
+
+/// A file with more schema problems than this is reported with its first ones only.
+const MAX_PARSE_PROBLEMS: usize = 50;
 
 /// Parses config text into the schema without the semantic checks of
 /// [`RotaConfig::validate`]. For tools that want to inspect or fix a config.
 pub fn parse_unvalidated(text: &str) -> Result<RotaConfig, ConfigError> {
+    deserialize(document(text)?)
+}
+
+/// The YAML document as a mapping.
+fn document(text: &str) -> Result<Value, ConfigError> {
     let value: Value = serde_saphyr::from_str(text).map_err(syntax_error)?;
     // A document with no content (empty, or only comments) parses as null.
-    let value = match value {
-        Value::Null => Value::Object(serde_json::Map::new()),
-        Value::Object(map) => Value::Object(map),
+    match value {
+        Value::Null => Ok(Value::Object(serde_json::Map::new())),
+        Value::Object(map) => Ok(Value::Object(map)),
         // serde would read a list as the struct's fields in order; refuse that surprise.
-        other => {
-            return Err(ConfigError::Parse {
-                path: String::new(),
-                reason: format!("the document must be a mapping, found {}", kind_of(&other)),
-            })
-        }
-    };
+        other => Err(ConfigError::Parse {
+            path: String::new(),
+            reason: format!("the document must be a mapping, found {}", kind_of(&other)),
+        }),
+    }
+}
+
+fn deserialize(value: Value) -> Result<RotaConfig, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         ConfigError::Parse {
             // serde_path_to_error writes the root as ".".
             path: if path == "." { String::new() } else { path },
-            reason: err.into_inner().to_string(),
+            reason: crate::messages::plain_serde_message(&err.into_inner().to_string()),
         }
     })
+}
+
+/// Removes the field at `path` (`tenants[1].weight`) from `value`; false when it is not there.
+fn remove_path(value: &mut Value, path: &str) -> bool {
+    let mut segments: Vec<&str> = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        while let Some(open) = rest.find('[') {
+            if open > 0 {
+                segments.push(&rest[..open]);
+            }
+            let close = rest[open..].find(']').map_or(rest.len(), |c| open + c);
+            segments.push(&rest[open..(close + 1).min(rest.len())]);
+            rest = &rest[(close + 1).min(rest.len())..];
+        }
+        if !rest.is_empty() {
+            segments.push(rest);
+        }
+    }
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        let next = match index_of(segment) {
+            Some(i) => node.get_mut(i),
+            None => node.get_mut(*segment),
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (index_of(last), node) {
+        (Some(i), Value::Array(items)) if i < items.len() => {
+            // Keep the other items' indices: the entry becomes null (its defaults).
+            items[i] = Value::Null;
+            true
+        }
+        (None, Value::Object(map)) => map.remove(*last).is_some(),
+        _ => false,
+    }
+}
+
+fn index_of(segment: &str) -> Option<usize> {
+    segment.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
 fn kind_of(value: &Value) -> &'static str {

@@ -1,6 +1,7 @@
 //! SVG charts of a simulation (`rota simulate --out DIR`): per policy, each tenant's GPUs held
-//! against its entitlement over time (`<policy>-shares.svg`), and the JCT CDF of every policy
-//! on one log-x chart (`jct-cdf.svg`).
+//! against its entitlement over time (`<policy>-shares.svg`, one x range for all policies),
+//! every policy's share deviation over time (`share-deviation.svg`), and the JCT CDF of every
+//! policy on one log-x chart (`jct-cdf.svg`). Every axis carries a title with its unit.
 //!
 //! Invariants: memory is bounded whatever the trace length: [`ShareSeries`] keeps at most
 //! [`MAX_BUCKETS`] time buckets per tenant (it doubles the bucket width and merges pairs when
@@ -164,12 +165,38 @@ pub fn jct_values(trace: &Trace, outcome: &RunOutcome, warmup_seconds: f64) -> V
     v
 }
 
+// === impl ShareSeries: the views the charts share ===
+
+impl ShareSeries {
+    /// The end of the run, in hours.
+    pub fn hours(&self) -> f64 {
+        self.end / 3600.0
+    }
+
+    /// Σ over tenants of |mean held − mean entitled| / (2 × `capacity`) per bucket, in percent:
+    /// `(hours at the bucket start, deviation %)`. Bucket means, so a little below the
+    /// time-integrated figure of the table when holdings cross the entitlement in a bucket.
+    pub fn deviation_points(&self, capacity: u64) -> Vec<(f64, f64)> {
+        let c = capacity.max(1) as f64;
+        let per_tenant: Vec<Vec<(f64, f64, f64)>> =
+            (0..self.tenants).map(|t| self.points(t)).collect();
+        let buckets = per_tenant.first().map_or(0, Vec::len);
+        (0..buckets)
+            .map(|b| {
+                let gap: f64 = per_tenant.iter().map(|p| (p[b].1 - p[b].2).abs()).sum();
+                (per_tenant[0][b].0, gap / (2.0 * c) * 100.0)
+            })
+            .collect()
+    }
+}
+
 /// The shares chart of one policy: one panel per tenant, GPUs held (coloured) against
-/// entitled (grey) over time, as bucket means.
+/// entitled (grey) over time, as bucket means, on `0..hours` (the same for every policy).
 pub fn shares_svg(
     policy: &str,
     tenants: &[String],
     series: &ShareSeries,
+    hours: f64,
 ) -> Result<String, ChartError> {
     let cols = tenants.len().clamp(1, 4);
     let rows = tenants.len().div_ceil(cols).max(1);
@@ -183,7 +210,7 @@ pub fn shares_svg(
             series.bucket_seconds() / 60.0
         );
         let root = root.titled(&title, ("sans-serif", 18)).map_err(draw_err)?;
-        let hours = (series.end / 3600.0).max(1e-3);
+        let hours = hours.max(series.hours()).max(1e-3);
         for (t, (name, panel)) in tenants
             .iter()
             .zip(root.split_evenly((rows, cols)))
@@ -194,14 +221,16 @@ pub fn shares_svg(
             let mut chart = ChartBuilder::on(&panel)
                 .caption(name, ("sans-serif", 14))
                 .margin(6)
-                .x_label_area_size(22)
-                .y_label_area_size(36)
+                .x_label_area_size(34)
+                .y_label_area_size(44)
                 .build_cartesian_2d(0.0..hours, 0.0..top)
                 .map_err(draw_err)?;
             chart
                 .configure_mesh()
                 .x_labels(4)
                 .y_labels(4)
+                .x_desc("hours since first arrival")
+                .y_desc("GPUs")
                 .disable_mesh()
                 .draw()
                 .map_err(draw_err)?;
@@ -216,6 +245,54 @@ pub fn shares_svg(
                 .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), &color))
                 .map_err(draw_err)?;
         }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// Every policy's share deviation over time on one chart (`curves` are `(policy, points of
+/// [`ShareSeries::deviation_points`])`), on `0..hours`.
+pub fn deviation_svg(
+    curves: &[(String, Vec<(f64, f64)>)],
+    hours: f64,
+) -> Result<String, ChartError> {
+    let top =
+        (curves.iter().flat_map(|(_, p)| p.iter().map(|q| q.1))).fold(1.0_f64, f64::max) * 1.05;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 450)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Distance from fair share over time (lower is fairer)",
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..hours.max(1e-3), 0.0..top)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("hours since first arrival")
+            .y_desc("share deviation (% of the cluster)")
+            .draw()
+            .map_err(draw_err)?;
+        for (i, (policy, points)) in curves.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), &color))
+                .map_err(draw_err)?
+                .label(policy.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -252,7 +329,10 @@ pub fn jct_cdf_svg(curves: &[(String, Vec<f64>)]) -> Result<String, ChartError> 
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("JCT CDF (measured jobs)", ("sans-serif", 18))
+            .caption(
+                "JCT CDF (measured jobs; further left is faster)",
+                ("sans-serif", 18),
+            )
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(50)

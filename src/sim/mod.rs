@@ -22,14 +22,16 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod generate;
+pub mod html;
 pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod trace;
+pub mod verdict;
 pub mod workload;
 
-pub use cli::{run, SimulateArgs};
+pub use cli::{run, SimulateArgs, UsageError};
 pub use cluster::{ClusterSpec, NodeGroup, SimCluster};
 pub use engine::{EngineConfig, JobId, JobState, JobStatus, Policy, RunOutcome, Sim};
 pub use generate::{generate, GeneratorConfig};

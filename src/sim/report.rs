@@ -602,34 +602,90 @@ pub fn unplaceable_note(s: &PolicySummary) -> Option<String> {
     ))
 }
 
-/// A fixed-width table, one row per policy; `timing[i]` is `(wall seconds, events/s)` of row i.
-pub fn table(summaries: &[PolicySummary], timing: &[(f64, f64)]) -> String {
-    let mut out = format!(
-        "{:<8} {:>9} {:>9} {:>9} {:>10} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>8} {:>10}\n",
-        "policy", "jct_mean", "jct_p50", "jct_p95", "queue_mean", "slowdn", "util", "busy", "sdev",
-        "jain", "rho_max", "rho>1.1", "ttfs_s", "preem", "wall_s", "events/s"
-    );
-    for (i, s) in summaries.iter().enumerate() {
-        let (wall, rate) = timing.get(i).copied().unwrap_or((0.0, 0.0));
-        out.push_str(&format!(
-            "{:<8} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>8.2} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7.2} {:>8.3} {:>7.0} {:>6} {:>8.3} {:>10.0}\n",
-            s.policy,
-            s.jct.mean,
-            s.jct.p50,
-            s.jct.p95,
-            s.queueing_delay.mean,
-            s.bounded_slowdown.mean,
-            s.utilisation,
-            s.busy_share_window,
-            s.share_deviation,
-            s.jain_index,
-            s.rho.max,
-            s.rho.over_1_1,
-            s.time_to_fair_share.mean,
-            s.preemptions,
-            wall,
-            rate,
-        ));
+/// Column headers of the table, units in the names (`_h` hours, `_%` percent).
+pub const TABLE_HEADERS: [&str; 12] = [
+    "policy",
+    "jct_h",
+    "p95_h",
+    "wait_h",
+    "util_%",
+    "dev_%",
+    "jain",
+    "rho>1.1",
+    "preempt",
+    "lost_gpu_h",
+    "unfinished",
+    "unplaceable",
+];
+
+/// One line per column that needs explaining (the others are counts named in full).
+pub const LEGEND: [&str; 7] = [
+    "jct_h, p95_h: mean and 95th-percentile job completion time (arrival to finish), hours",
+    "wait_h: mean time from arrival to first start, hours",
+    "util_%: useful GPU time (lost work excluded) / (GPUs x time until the last job ends)",
+    "dev_%: mean distance of tenants' GPUs from their weighted fair share, % of cluster (0 = fair)",
+    "jain: Jain's index of GPU time received / entitled while waiting (1 = equal treatment)",
+    "rho>1.1: share of jobs finishing 10 % later than on an equal slice of the cluster",
+    "preempt: jobs suspended to hand GPUs over (rotations); lost_gpu_h: work redone after them",
+];
+
+/// The table's cells, one row per policy, in [`TABLE_HEADERS`] order (shared by the text table
+/// and the HTML report).
+pub fn table_rows(summaries: &[PolicySummary]) -> Vec<[String; 12]> {
+    summaries
+        .iter()
+        .map(|s| {
+            [
+                s.policy.clone(),
+                format!("{:.2}", s.jct.mean / HOUR),
+                format!("{:.2}", s.jct.p95 / HOUR),
+                format!("{:.2}", s.queueing_delay.mean / HOUR),
+                format!("{:.1}", s.utilisation * 100.0),
+                format!("{:.1}", s.share_deviation * 100.0),
+                format!("{:.3}", s.jain_index),
+                format!("{:.3}", s.rho.over_1_1),
+                s.preemptions.to_string(),
+                format!("{:.1}", s.lost_gpu_seconds / HOUR),
+                s.jobs_unfinished.to_string(),
+                s.jobs_unplaceable.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// A fixed-width table (under 100 columns), one row per policy, then the legend.
+pub fn table(summaries: &[PolicySummary]) -> String {
+    let rows = table_rows(summaries);
+    let width = |i: usize| {
+        let cells = rows.iter().map(|r| r[i].len());
+        cells.chain([TABLE_HEADERS[i].len()]).max().unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..TABLE_HEADERS.len()).map(width).collect();
+    let line = |cells: &[&str]| {
+        let padded: Vec<String> = (cells.iter().zip(&widths).enumerate())
+            .map(|(i, (c, w))| match i {
+                0 => format!("{c:<w$}"),
+                _ => format!("{c:>w$}"),
+            })
+            .collect();
+        padded.join(" ") + "\n"
+    };
+    let mut out = line(&TABLE_HEADERS);
+    for row in &rows {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
+    }
+    for legend in LEGEND {
+        out.push_str(legend);
+        out.push('\n');
     }
     out
+}
+
+/// The replay's wall-clock time per policy, one line; `timing[i]` is `(wall seconds, events/s)`
+/// of `summaries[i]`. Kept out of the table: it varies from run to run.
+pub fn timing_line(summaries: &[PolicySummary], timing: &[(f64, f64)]) -> String {
+    let parts: Vec<String> = (summaries.iter().zip(timing))
+        .map(|(s, (wall, _))| format!("{} {wall:.2} s", s.policy))
+        .collect();
+    format!("replay time (wall clock): {}", parts.join(", "))
 }

@@ -1,0 +1,56 @@
+//! Library messages rewritten for people: serde names the Rust type it expected (`expected
+//! u16`), which says nothing to someone editing a YAML file. Must not: change what a message
+//! means, only how the expected type is spelled.
+
+/// Rust type names as serde spells them, and what they mean in a document.
+const TYPE_WORDS: [(&str, &str); 12] = [
+    ("u8", "a whole number from 0 to 255"),
+    ("u16", "a whole number from 0 to 65535"),
+    ("u32", "a whole number from 0 to 4294967295"),
+    ("u64", "a whole number of at least 0"),
+    ("usize", "a whole number of at least 0"),
+    ("i8", "a whole number from -128 to 127"),
+    ("i16", "a whole number from -32768 to 32767"),
+    ("i32", "a whole number from -2147483648 to 2147483647"),
+    ("i64", "a whole number"),
+    ("f32", "a number"),
+    ("f64", "a number"),
+    ("a boolean", "true or false"),
+];
+
+/// `message` with `expected <rust type>` spelled in words, and serde's `invalid type:` /
+/// `invalid value:` prefixes shortened to `got`.
+pub fn plain_serde_message(message: &str) -> String {
+    let mut out = message
+        .replace("invalid type: ", "got ")
+        .replace("invalid value: ", "got ");
+    for (rust, words) in TYPE_WORDS {
+        for end in ["", ",", ")"] {
+            let from = format!("expected {rust}{end}");
+            if end.is_empty() && !out.ends_with(&from) {
+                continue;
+            }
+            out = out.replace(&from, &format!("expected {words}{end}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_type_names_become_words() {
+        assert_eq!(
+            plain_serde_message("invalid value: integer `70000`, expected u16"),
+            "got integer `70000`, expected a whole number from 0 to 65535"
+        );
+        assert_eq!(
+            plain_serde_message("invalid type: string \"7d\", expected f64"),
+            "got string \"7d\", expected a number"
+        );
+        // A name that only starts like a type is left alone.
+        assert_eq!(plain_serde_message("expected u64s"), "expected u64s");
+    }
+}
