@@ -18,21 +18,36 @@ const TYPE_WORDS: [(&str, &str); 12] = [
     ("a boolean", "true or false"),
 ];
 
-/// `message` with `expected <rust type>` spelled in words, and serde's `invalid type:` /
-/// `invalid value:` prefixes shortened to `got`.
+/// `message` with `expected <rust type>` (serde) and `invalid <rust type>` (serde-saphyr)
+/// spelled in words, and serde's `invalid type:` / `invalid value:` prefixes shortened to
+/// `got`.
 pub fn plain_serde_message(message: &str) -> String {
     let mut out = message
         .replace("invalid type: ", "got ")
         .replace("invalid value: ", "got ");
     for (rust, words) in TYPE_WORDS {
-        for end in ["", ",", ")"] {
-            let from = format!("expected {rust}{end}");
-            if end.is_empty() && !out.ends_with(&from) {
-                continue;
-            }
-            out = out.replace(&from, &format!("expected {words}{end}"));
-        }
+        out = replace_word(
+            &out,
+            &format!("expected {rust}"),
+            &format!("expected {words}"),
+        );
+        out = replace_word(&out, &format!("invalid {rust}"), &format!("not {words}"));
     }
+    out
+}
+
+/// Replaces `from` where it is not followed by a letter or digit (so `u64` but not `u64s`).
+fn replace_word(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let after = &rest[at + from.len()..];
+        let whole = !after.starts_with(|c: char| c.is_ascii_alphanumeric());
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { to } else { from });
+        rest = after;
+    }
+    out.push_str(rest);
     out
 }
 
@@ -49,6 +64,10 @@ mod tests {
         assert_eq!(
             plain_serde_message("invalid type: string \"7d\", expected f64"),
             "got string \"7d\", expected a number"
+        );
+        assert_eq!(
+            plain_serde_message("line 4: invalid u64"),
+            "line 4: not a whole number of at least 0"
         );
         // A name that only starts like a type is left alone.
         assert_eq!(plain_serde_message("expected u64s"), "expected u64s");

@@ -30,7 +30,6 @@
 //! Must not: hold policy, or spawn a task that the shutdown path does not stop.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,36 +86,38 @@ pub enum ClusterMode {
 /// Flags of `rota extender`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ExtenderOptions {
-    /// Address and port to serve the scheduler, probes and metrics on.
-    #[arg(long, env = "ROTA_LISTEN", default_value = "0.0.0.0:8888")]
-    pub listen: SocketAddr,
+    /// Address and port to serve the scheduler, probes and metrics on: `HOST:PORT`, where HOST
+    /// is an IP address or a host name (`localhost:8888`, `[::1]:8888`).
+    #[arg(long, env = "ROTA_LISTEN", default_value = "0.0.0.0:8888", value_parser = parse_listen)]
+    pub listen: String,
     /// RotaConfig YAML file. Without it, the embedded defaults apply.
     #[arg(long, env = "ROTA_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where the cluster view comes from: `kube` (the API server) or `none` (no cluster).
     #[arg(long, value_enum, default_value_t = ClusterMode::Kube)]
     pub cluster: ClusterMode,
-    /// Largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Largest request body accepted, in bytes (at least 1); larger bodies get 413.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BYTES))]
     pub max_body_bytes: usize,
-    /// Seconds allowed to receive a request's headers.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds allowed to receive a request's headers (1 to 3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout_seconds: u64,
-    /// Seconds allowed to receive a request's body; then 408.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds allowed to receive a request's body (1 to 3600); then 408.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_seconds: u64,
     /// Body bytes all requests together may buffer. A request that cannot get room within the
     /// body timeout gets 503 with Retry-After; requests without a body never wait. Default: half
     /// the container's memory limit, at most 512 MiB; set above half the limit, rota refuses to
     /// start (see `http::memory_limit`).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BYTES))]
     pub max_inflight_body_bytes: Option<usize>,
-    /// Connections served at once.
-    #[arg(long, default_value_t = 4096)]
+    /// Connections served at once (1 to 1048576).
+    #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_CONNECTIONS))]
     pub max_connections: usize,
     /// Extra connections kept for requests without a body (probes, metrics) when
-    /// --max-connections are busy; beyond them a connection gets 503 and is closed.
-    #[arg(long, default_value_t = 32)]
+    /// --max-connections are busy; beyond them a connection gets 503 and is closed (0 to
+    /// 1048576).
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_CONNECTIONS))]
     pub reserve_connections: usize,
     /// Serve HTTPS with this PEM certificate chain (for `enableHTTPS: true`); needs --tls-key-file.
     #[arg(long, requires = "tls_key_file")]
@@ -141,6 +142,21 @@ pub struct ExtenderOptions {
     /// Lease that elects the replica which charges usage, rotates workloads and emits Events.
     #[arg(long, default_value = "rota-extender")]
     pub lease_name: String,
+}
+
+/// Largest byte count a body flag takes (1 TiB: far beyond any memory limit, and no overflow).
+const MAX_BYTES: u64 = 1 << 40;
+/// Most connections a flag takes (the process's open files limit is lower anyway).
+const MAX_CONNECTIONS: u64 = 1 << 20;
+
+/// `HOST:PORT` with a non-empty host and a port number; the host is resolved when binding.
+pub fn parse_listen(text: &str) -> Result<String, String> {
+    let bad = || format!("{text:?} is not HOST:PORT (for example 0.0.0.0:8888 or localhost:8888)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(text.to_owned())
 }
 
 impl ExtenderOptions {
@@ -283,6 +299,13 @@ async fn watched(name: &'static str, shutdown: Shutdown, fut: impl Future<Output
 /// Runs the extender until `shutdown` starts, then stops it: see the module doc.
 pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = Arc::new(load_config(options.config.as_deref())?);
+    // Everything that can stop the start is checked before any task runs or logs.
+    let listener = tokio::net::TcpListener::bind(options.listen.as_str())
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", options.listen))?;
+    if let Some(files) = &options.server_options().tls {
+        http::check_tls(files)?;
+    }
     let view = Arc::new(ClusterView::new(ViewSettings::from_config(&config)));
     let registry = Registry::new();
     let metrics_error = "registering metrics";
@@ -475,24 +498,29 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
     let extender = Extender::new(ctx, registry)
         .context(metrics_error)?
         .with_readiness(readiness);
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("binding {}", options.listen))?;
+    let address = listener
+        .local_addr()
+        .map_or(options.listen.clone(), |a| a.to_string());
     tracing::info!(
-        address = %options.listen,
+        %address,
         cluster = ?options.cluster,
         api = %api_url,
         identity = %identity,
-        tls = options.tls_cert_file.is_some(),
         "Extender listening."
     );
-    let http = http::serve_with_stats(
-        listener,
-        Arc::new(extender),
-        options.server_options(),
-        stats,
-        stop(),
-    );
+    let http = async {
+        let served = http::serve_with_stats(
+            listener,
+            Arc::new(extender),
+            options.server_options(),
+            stats,
+            stop(),
+        )
+        .await;
+        // A server that cannot serve takes the process down, in order.
+        shutdown.start();
+        served
+    };
     // === the one shutdown path ===
     let hand_over = async {
         shutdown.wait().await;

@@ -9,7 +9,6 @@
 //! NVML and file reads never run on the async runtime. The agent does not schedule anything:
 //! it reports, and the extender decides.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -62,14 +61,14 @@ impl FromStr for SourceSpec {
 /// Flags of `rota agent`. Process concerns only; health thresholds come from `--config`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// Address to serve telemetry and metrics on.
-    #[arg(long, default_value = "0.0.0.0:9402")]
-    pub listen: SocketAddr,
+    /// Address to serve telemetry and metrics on: `HOST:PORT`, HOST an IP address or a name.
+    #[arg(long, default_value = "0.0.0.0:9402", value_parser = crate::serve::parse_listen)]
+    pub listen: String,
     /// Where readings come from: `nvml`, or `file:PATH` to replay a script.
     #[arg(long, default_value = "nvml")]
     pub source: SourceSpec,
-    /// Seconds between samples (the first is taken at start).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds between samples (the first is taken at start; 1 to 86400).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub interval: u64,
     /// This node's name; the DaemonSet sets NODE_NAME from `spec.nodeName`. Required.
     #[arg(long, env = "NODE_NAME")]
@@ -99,9 +98,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         SourceSpec::File(path) => Box::new(ScriptedSource::load(&path)?),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.listen.as_str())
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let options = AgentOptions {
         node_name,
         interval: Duration::from_secs(args.interval),
@@ -141,7 +140,7 @@ mod tests {
     fn flags_have_the_documented_defaults() {
         use clap::Parser as _;
         let cli = Cli::try_parse_from(["rota", "--node-name", "gpu-1"]).unwrap();
-        assert_eq!(cli.agent.listen, "0.0.0.0:9402".parse().unwrap());
+        assert_eq!(cli.agent.listen, "0.0.0.0:9402");
         assert_eq!(cli.agent.source, SourceSpec::Nvml);
         assert_eq!(cli.agent.interval, 5);
         assert_eq!(cli.agent.sysfs_root, PathBuf::from("/sys"));
@@ -151,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_node_name_is_a_clear_error() {
         let args = AgentArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: "127.0.0.1:0".into(),
             source: SourceSpec::Nvml,
             interval: 5,
             node_name: Some("  ".into()),

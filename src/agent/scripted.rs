@@ -126,14 +126,16 @@ impl Script {
         Ok(script)
     }
 
-    /// Parses a document without validating it. The error names the failing location.
+    /// Parses a document without validating it. The error names the failing location, in
+    /// plain words (a negative memory reading says it wants a whole number of at least 0).
     pub fn parse(text: &str, json: bool) -> Result<Self, String> {
+        let plain = crate::messages::plain_serde_message;
         if json {
             let de = &mut serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de)
-                .map_err(|e| format!("at {}: {}", e.path(), e.inner()))
+                .map_err(|e| format!("at {}: {}", e.path(), plain(&e.inner().to_string())))
         } else {
-            serde_saphyr::from_str(text).map_err(|e| e.to_string())
+            serde_saphyr::from_str(text).map_err(|e| plain(&e.to_string()))
         }
     }
 
@@ -157,6 +159,9 @@ impl Script {
                 ));
             }
             previous = previous.max(at);
+            for (g, gpu) in frame.gpus.iter().enumerate() {
+                check_reading(&format!("frames[{i}].gpus[{g}]"), gpu, &mut problems);
+            }
             let mut indices: Vec<u32> = frame.gpus.iter().map(|g| g.index).collect();
             indices.sort_unstable();
             if indices.windows(2).any(|w| w[0] == w[1]) {
@@ -167,6 +172,54 @@ impl Script {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+}
+
+/// Hottest reading a GPU can report, °C (they shut down long before).
+const MAX_TEMPERATURE_CELSIUS: f64 = 150.0;
+/// Coldest plausible reading, °C.
+const MIN_TEMPERATURE_CELSIUS: f64 = -50.0;
+
+/// Flags readings no GPU can give: ratios outside 0..1, more memory used than there is,
+/// temperatures beyond physics, negative power.
+fn check_reading(path: &str, gpu: &GpuSample, problems: &mut Vec<String>) {
+    let ratios = [
+        ("utilizationGpuRatio", gpu.utilization_gpu_ratio),
+        ("utilizationMemoryRatio", gpu.utilization_memory_ratio),
+    ];
+    for (field, value) in ratios {
+        if let Some(v) = value.filter(|v| !(0.0..=1.0).contains(v)) {
+            problems.push(format!(
+                "{path}.{field}: {v} is not a fraction from 0 to 1 (1 = 100 %)"
+            ));
+        }
+    }
+    if let (Some(used), Some(total)) = (gpu.memory_used_bytes, gpu.memory_total_bytes) {
+        if used > total {
+            problems.push(format!(
+                "{path}.memoryUsedBytes: {used} is more than memoryTotalBytes {total}"
+            ));
+        }
+    }
+    if let Some(t) = gpu
+        .temperature_celsius
+        .filter(|t| !(MIN_TEMPERATURE_CELSIUS..=MAX_TEMPERATURE_CELSIUS).contains(t))
+    {
+        problems.push(format!(
+            "{path}.temperatureCelsius: {t} is not a GPU temperature \
+             ({MIN_TEMPERATURE_CELSIUS} to {MAX_TEMPERATURE_CELSIUS} °C)"
+        ));
+    }
+    let watts = [
+        ("powerDrawWatts", gpu.power_draw_watts),
+        ("powerLimitWatts", gpu.power_limit_watts),
+    ];
+    for (field, value) in watts {
+        if let Some(w) = value.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+            problems.push(format!(
+                "{path}.{field}: {w} is not a power of at least 0 W"
+            ));
         }
     }
 }
@@ -347,6 +400,32 @@ frames:
             .validate()
             .unwrap_err();
         assert!(empty[0].contains("at least one frame"));
+    }
+
+    #[test]
+    fn impossible_readings_are_refused() {
+        let text = "frames:\n  - atSeconds: 0\n    gpus:\n      - index: 0\n        \
+                    utilizationGpuRatio: 1.5\n        memoryTotalBytes: 10\n        \
+                    memoryUsedBytes: 11\n        temperatureCelsius: 900\n        \
+                    powerDrawWatts: -3\n";
+        let problems = Script::parse(text, false).unwrap().validate().unwrap_err();
+        let fields = [
+            "utilizationGpuRatio",
+            "memoryUsedBytes",
+            "temperatureCelsius",
+            "powerDrawWatts",
+        ];
+        assert_eq!(problems.len(), fields.len(), "{problems:?}");
+        for (problem, field) in problems.iter().zip(fields) {
+            assert!(
+                problem.starts_with(&format!("frames[0].gpus[0].{field}: ")),
+                "{problem}"
+            );
+        }
+        let negative =
+            "frames:\n  - atSeconds: 0\n    gpus:\n      - {index: 0, memoryUsedBytes: -1}\n";
+        let err = Script::parse(negative, false).unwrap_err();
+        assert!(err.contains("at least 0") && !err.contains("u64"), "{err}");
     }
 
     #[test]

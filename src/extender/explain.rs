@@ -47,6 +47,12 @@ pub fn handle(ctx: &Context, path: &str) -> Response {
                 format!("cannot encode the explanation: {err}"),
             ),
         },
+        // Without an API server the view learns Nodes from requests, never pods.
+        None if ctx.learn_nodes => Response::error(
+            StatusCode::NOT_FOUND,
+            "explain needs a cluster: this extender runs with --cluster none, so it sees no pods; \
+             run it with --cluster kube to explain pods",
+        ),
         None => Response::error(
             StatusCode::NOT_FOUND,
             format!(

@@ -2,7 +2,10 @@
 //!
 //! kube-scheduler calls `urlPrefix + "/" + verb`, so a POST verb is recognised by the last path
 //! segment (`/filter` and `/gpu-fairshare/filter` both work). Operational endpoints are exact
-//! paths. Every answer is counted and timed per verb.
+//! paths. Every answer is counted and timed, by verb (or endpoint) and status: extender verbs
+//! under their name, `/healthz`, `/readyz`, `/metrics` and explain under theirs, and every
+//! other path under `other`, so arbitrary paths never become label values. `HEAD` is served
+//! wherever `GET` is; a 405 names the accepted methods in `Allow`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,18 +81,42 @@ impl Route {
         }
     }
 
-    /// Metric label of the extender verbs; operational endpoints are not counted.
-    fn verb(self) -> Option<&'static str> {
+    /// Whether `method` is served: the route's own, and `HEAD` wherever `GET` is.
+    fn accepts(self, method: &Method) -> bool {
+        *method == self.method() || (*method == Method::HEAD && self.method() == Method::GET)
+    }
+
+    /// The `Allow` header of a 405.
+    fn allow(self) -> &'static str {
+        match self.method() {
+            Method::GET => "GET, HEAD",
+            _ => "POST",
+        }
+    }
+
+    /// Metric label: the verb, or the endpoint's fixed name.
+    fn label(self) -> &'static str {
         match self {
-            Route::Filter => Some("filter"),
-            Route::Prioritize => Some("prioritize"),
-            Route::Preempt => Some("preempt"),
-            Route::Bind => Some("bind"),
-            Route::Explain => Some("explain"),
-            _ => None,
+            Route::Filter => "filter",
+            Route::Prioritize => "prioritize",
+            Route::Preempt => "preempt",
+            Route::Bind => "bind",
+            Route::Explain => "explain",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
         }
     }
 }
+
+/// Metric label of a path: its route's label, or `other` for every unknown path (a bounded
+/// set: arbitrary paths must not become label values).
+fn path_label(path: &str) -> &'static str {
+    Route::of(path).map_or(OTHER_LABEL, Route::label)
+}
+
+/// Metric label of requests to no known endpoint.
+pub const OTHER_LABEL: &str = "other";
 
 impl Extender {
     /// Builds the handler and registers its metrics on `registry`.
@@ -171,29 +198,33 @@ impl Extender {
 impl Handler for Extender {
     fn handle(&self, request: Request) -> Response {
         let started = Instant::now();
-        let Some(route) = Route::of(&request.path) else {
-            return Response::error(
+        let route = Route::of(&request.path);
+        let response = match route {
+            None => Response::error(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no such endpoint {}: use POST /filter, /prioritize or /preempt, or GET /healthz, /readyz, /metrics or /v1/explain/NAMESPACE/POD",
                     request.path
                 ),
-            );
+            ),
+            Some(route) if !route.accepts(&request.method) => Response {
+                allow: Some(route.allow()),
+                ..Response::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{} expects {}", request.path, route.allow()),
+                )
+            },
+            Some(route) => self.dispatch(route, &request),
         };
-        if request.method != route.method() {
-            return Response::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} expects {}", request.path, route.method()),
-            );
-        }
-        let response = self.dispatch(route, &request);
-        if let Some(verb) = route.verb() {
-            self.metrics.observe(
-                verb,
-                response.status.as_u16(),
-                started.elapsed().as_secs_f64(),
-            );
-        }
+        let label = route.map_or(OTHER_LABEL, Route::label);
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .observe(label, response.status.as_u16(), seconds);
         response
+    }
+
+    fn rejected(&self, path: &str, status: StatusCode, seconds: f64) {
+        self.metrics
+            .observe(path_label(path), status.as_u16(), seconds);
     }
 }

@@ -28,6 +28,12 @@ mod stats;
 mod tls;
 
 pub use server::{serve, serve_with_stats, shutdown_signal};
+
+/// Reads the TLS certificate and key now, so that a bad file stops the process before it
+/// claims to serve HTTPS (the server reads them again when it starts).
+pub fn check_tls(files: &TlsFiles) -> Result<(), Error> {
+    tls::acceptor(files).map(drop)
+}
 pub use stats::{ServerStats, StatsSnapshot};
 
 use std::net::SocketAddr;
@@ -63,6 +69,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Bytes,
+    /// `Allow` header value (the methods a 405's path accepts); `None` for no header.
+    pub allow: Option<&'static str>,
 }
 
 /// The JSON content type.
@@ -79,6 +87,7 @@ impl Response {
             status,
             content_type: JSON,
             body: body.into(),
+            allow: None,
         }
     }
 
@@ -98,6 +107,7 @@ impl Response {
             status,
             content_type,
             body: body.into(),
+            allow: None,
         }
     }
 }
@@ -106,6 +116,11 @@ impl Response {
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. Must not block for long: it runs on a runtime worker thread.
     fn handle(&self, request: Request) -> Response;
+
+    /// Called for every request the transport answers itself (413, 408, 415, 400, 503), with
+    /// the request's path, the status and the seconds spent, so the handler's metrics count
+    /// every answer. Default: nothing.
+    fn rejected(&self, _path: &str, _status: StatusCode, _seconds: f64) {}
 }
 
 /// TLS certificate and key files (PEM).

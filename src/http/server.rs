@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
@@ -400,7 +400,12 @@ async fn respond<H: Handler>(
                 None,
             ),
             // The body may be partly unread: the connection cannot be reused safely.
-            Err(rejection) => (rejection.response(), true, rejection.retry_after()),
+            Err(rejection) => {
+                let reply = rejection.response();
+                let seconds = started.elapsed().as_secs_f64();
+                shared.handler.rejected(&path, reply.status, seconds);
+                (reply, true, rejection.retry_after())
+            }
         };
         debug!(
             status = reply.status.as_u16(),
@@ -467,6 +472,9 @@ fn to_hyper(
     }
     if let Some(seconds) = retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if let Some(Ok(allow)) = reply.allow.map(HeaderValue::from_str) {
+        headers.insert(ALLOW, allow);
     }
     response
 }

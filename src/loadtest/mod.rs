@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use client::{connect, exchange, run_worker, RunStats, WorkerPlan};
+use client::{connect, exchange, run_worker, Failure, RunStats, WorkerPlan};
 
 /// The extender's default listen address, as `rota extender` serves it.
 pub const DEFAULT_TARGET: &str = "http://127.0.0.1:8888";
@@ -36,8 +36,10 @@ pub const DEFAULT_TARGET: &str = "http://127.0.0.1:8888";
 /// Largest failed share of measured requests for a passing run (1 %).
 pub const MAX_ERROR_RATE: f64 = 0.01;
 
-/// The warm-up carries every Node in full (megabytes at 5,000 nodes): it gets at least this long.
-const WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most candidate nodes per request: the warm-up body holds every Node in full.
+const MAX_NODES: i64 = 100_000;
+/// Longest duration a flag takes: a week (and no clock overflow).
+const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
 
 /// An extender verb the generator can drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -75,7 +77,7 @@ pub struct LoadtestOptions {
     #[arg(long, default_value = DEFAULT_TARGET)]
     pub target: String,
     /// Candidate nodes per request (all of them, names only, as `nodeCacheCapable: true`).
-    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=MAX_NODES))]
     pub nodes: u32,
     /// Connections, each with one request in flight and kept alive (kube-scheduler itself
     /// calls an extender from one goroutine per scheduling cycle).
@@ -107,8 +109,9 @@ pub struct LoadtestOptions {
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Limit for one request; a slower answer counts as a `timeout` error.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Limit for connecting and for one request, the warm-up's included; a slower measured
+    /// answer counts as a `timeout` error, a slower warm-up fails the run.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub request_timeout: Duration,
 }
 
@@ -273,7 +276,7 @@ async fn warm_up(
     target: &Target,
     bodies: &Bodies,
 ) -> Result<WarmupReport, Error> {
-    let timeout = options.request_timeout.max(WARMUP_TIMEOUT);
+    let timeout = options.request_timeout;
     let mut conn = connect(target, timeout)
         .await
         .map_err(|failure| Error::Connect {
@@ -291,7 +294,13 @@ async fn warm_up(
         true,
     )
     .await
-    .map_err(|failure| Error::Warmup(failure.to_string()))?;
+    .map_err(|failure| match failure {
+        Failure::Timeout => Error::Warmup(format!(
+            "no answer within {} s (--request-timeout)",
+            timeout.as_secs_f64()
+        )),
+        other => Error::Warmup(other.to_string()),
+    })?;
     let elapsed = started.elapsed();
     let body = answer.body.unwrap_or_default();
     if !answer.status.is_success() {
@@ -340,7 +349,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than the week a run may take"));
+    }
+    Ok(duration)
+}
+
+/// A [`parse_duration`] above zero.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?}: a timeout must be above 0")),
+        duration => Ok(duration),
+    }
 }
 
 #[cfg(test)]
@@ -364,7 +385,17 @@ mod tests {
         assert_eq!(ok("1.5s"), Duration::from_millis(1500));
         assert_eq!(ok(" 7 "), Duration::from_secs(7));
         assert_eq!(ok("0"), Duration::ZERO);
-        for bad in ["", "s", "-1s", "20 parsecs", "1.2.3s", "1e999"] {
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "20 parsecs",
+            "1.2.3s",
+            "1e999",
+            "1e300",
+            "8d",
+            "200h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -401,6 +432,8 @@ mod tests {
             &["rota", "--nodes", "0"],
             &["rota", "--verbs", "bind"],
             &["rota", "--duration", "soon"],
+            &["rota", "--request-timeout", "0"],
+            &["rota", "--nodes", "4000000000"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

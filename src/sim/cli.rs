@@ -98,19 +98,19 @@ pub struct SimulateArgs {
     pub weights: WeightSource,
     /// Arrivals in the first hours are left out of job statistics and time averages (0 to
     /// 87600).
-    #[arg(long, default_value_t = 24.0, value_parser = parse_warmup_hours)]
+    #[arg(long, default_value_t = 24.0, value_parser = parse_warmup_hours, allow_negative_numbers = true)]
     pub warmup_hours: f64,
     /// Seconds of work a suspended job loses (LAS preemption; 0 to 86400).
-    #[arg(long, default_value_t = 30.0, value_parser = parse_restart_cost)]
+    #[arg(long, default_value_t = 30.0, value_parser = parse_restart_cost, allow_negative_numbers = true)]
     pub restart_cost_seconds: f64,
     /// LAS queue thresholds in attained GPU-seconds, comma-separated, increasing.
-    #[arg(long, value_delimiter = ',', default_value = "3250,7200,18000", value_parser = parse_threshold)]
+    #[arg(long, value_delimiter = ',', default_value = "3250,7200,18000", value_parser = parse_threshold, allow_negative_numbers = true)]
     pub las_thresholds: Vec<f64>,
     /// Synthetic workload: number of jobs and VMs (1 to 200000).
     #[arg(long, default_value_t = 5_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_JOBS as u64))]
     pub jobs: usize,
     /// Synthetic workload: offered load relative to the cluster (above 0, at most 10).
-    #[arg(long, default_value_t = 1.1, value_parser = parse_load)]
+    #[arg(long, default_value_t = 1.1, value_parser = parse_load, allow_negative_numbers = true)]
     pub load: f64,
     /// Output on stdout: `text` (a table, a legend and a verdict) or `json` (for scripts).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
