@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -113,8 +112,11 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// `rota config check`: diagnostics (every problem, or `config OK` and the warnings) on
 /// stderr; stdout carries only the effective config, so it can be piped to a file.
 fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
-    let config =
-        rota::config::load(file).with_context(|| format!("config file {}", file.display()))?;
+    let config = rota::config::load(file).map_err(|err| match err {
+        // That message names the file already.
+        err @ rota::config::ConfigError::Io { .. } => anyhow::Error::new(err),
+        err => anyhow::Error::new(err).context(format!("config file {}", file.display())),
+    })?;
     eprintln!("config OK: {}", file.display());
     for warning in config.warnings() {
         eprintln!("warning: {warning}");

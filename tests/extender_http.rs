@@ -165,6 +165,52 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
     );
     assert!(metrics.contains("rota_extender_request_duration_seconds_bucket"));
     assert!(metrics.contains("rota_cluster_view_synced 1"));
+    // Every answer is counted, the transport's own (413) and unknown paths (bounded label).
+    for series in [
+        r#"rota_extender_requests_total{code="413",verb="filter"} 1"#,
+        r#"rota_extender_requests_total{code="404",verb="other"} 1"#,
+        r#"rota_extender_requests_total{code="405",verb="healthz"} 1"#,
+        r#"rota_extender_requests_total{code="405",verb="filter"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing in {metrics}");
+    }
+    assert!(
+        !metrics.contains("frobnicate"),
+        "a path became a label value"
+    );
+    server.stop().await;
+}
+
+/// One raw request over a fresh connection; the whole answer, head included.
+async fn raw_exchange(server: &Server, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = stream.read_to_end(&mut out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn head_works_where_get_does_and_405_names_the_allowed_methods() {
+    use common::raw_http::{body_of, header_of, status_code};
+    let server = start().await;
+    let head = "HEAD /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let reply = raw_exchange(&server, head).await;
+    assert_eq!(status_code(&reply), Some(200), "{reply}");
+    assert_eq!(body_of(&reply), "", "HEAD has no body: {reply}");
+    let post =
+        "POST /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    let reply = raw_exchange(&server, post).await;
+    assert_eq!(status_code(&reply), Some(405), "{reply}");
+    assert_eq!(header_of(&reply, "allow"), Some("GET, HEAD"), "{reply}");
+    let get = "GET /filter HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let reply = raw_exchange(&server, get).await;
+    assert_eq!(header_of(&reply, "allow"), Some("POST"), "{reply}");
+    let (status, answer) = server.request("GET", "/v1/explain/ns/pod", b"").await;
+    assert_eq!(status, 404);
+    assert!(answer.contains("needs a cluster"), "{answer}");
     server.stop().await;
 }
 
