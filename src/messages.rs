@@ -25,6 +25,7 @@ pub fn plain_serde_message(message: &str) -> String {
     let mut out = message
         .replace("invalid type: ", "got ")
         .replace("invalid value: ", "got ");
+    out = drop_struct_names(&out);
     for (rust, words) in TYPE_WORDS {
         out = replace_word(
             &out,
@@ -33,6 +34,24 @@ pub fn plain_serde_message(message: &str) -> String {
         );
         out = replace_word(&out, &format!("invalid {rust}"), &format!("not {words}"));
     }
+    out
+}
+
+/// `expected struct TenantConfig` names a Rust type; in a document it is a mapping.
+fn drop_struct_names(text: &str) -> String {
+    const STRUCT: &str = "expected struct ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(STRUCT) {
+        out.push_str(&rest[..at]);
+        out.push_str("expected a mapping");
+        let name = &rest[at + STRUCT.len()..];
+        let end = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(name.len());
+        rest = &name[end..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -68,6 +87,10 @@ mod tests {
         assert_eq!(
             plain_serde_message("line 4: invalid u64"),
             "line 4: not a whole number of at least 0"
+        );
+        assert_eq!(
+            plain_serde_message("invalid type: null, expected struct TenantConfig"),
+            "got null, expected a mapping"
         );
         // A name that only starts like a type is left alone.
         assert_eq!(plain_serde_message("expected u64s"), "expected u64s");

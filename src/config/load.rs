@@ -172,12 +172,9 @@ fn remove_path(value: &mut Value, path: &str) -> bool {
             None => return false,
         }
     }
+    // A whole list entry (say, one missing a required field) is not removed: later entries
+    // would change index, and their problems would name the wrong path.
     match (index_of(last), node) {
-        (Some(i), Value::Array(items)) if i < items.len() => {
-            // Keep the other items' indices: the entry becomes null (its defaults).
-            items[i] = Value::Null;
-            true
-        }
         (None, Value::Object(map)) => map.remove(*last).is_some(),
         _ => false,
     }

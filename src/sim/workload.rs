@@ -90,7 +90,7 @@ fn read(file: &Path) -> Result<String> {
 
 fn yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T> {
     serde_saphyr::from_str(text).map_err(|err| {
-        let reason = err.without_snippet().to_string();
+        let reason = crate::messages::plain_serde_message(&err.without_snippet().to_string());
         match err.location() {
             Some(loc) => LoadError::Format {
                 file: file.to_path_buf(),
