@@ -278,24 +278,42 @@ pub fn deviation_svg(
             .y_desc("share deviation (% of the cluster)")
             .draw()
             .map_err(draw_err)?;
-        for (i, (policy, points)) in curves.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), &color))
-                .map_err(draw_err)?
-                .label(policy.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_err)?;
+        let lines = curves
+            .iter()
+            .map(|(p, points)| (p.as_str(), points.clone()));
+        draw_policy_lines(&mut chart, lines, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
+}
+
+/// One line per policy, in [`COLORS`] order, and their legend at `position`.
+fn draw_policy_lines<'a, 'b, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: impl Iterator<Item = (&'b str, Vec<(f64, f64)>)>,
+    position: SeriesLabelPosition,
+) -> Result<(), ChartError>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (policy, points)) in lines.enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(points, &color))
+            .map_err(draw_err)?
+            .label(policy)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_err)?;
+    Ok(())
 }
 
 /// At most [`MAX_CDF_POINTS`] `(jct, fraction ≤ jct)` points of sorted `values`, JCTs clamped
@@ -344,25 +362,14 @@ pub fn jct_cdf_svg(curves: &[(String, Vec<f64>)]) -> Result<String, ChartError> 
             .y_desc("fraction of jobs")
             .draw()
             .map_err(draw_err)?;
-        for (i, (policy, values)) in curves.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let points = cdf_points(values);
-            chart
-                .draw_series(LineSeries::new(
-                    points.into_iter().map(|(x, y)| (x / 3600.0, y)),
-                    &color,
-                ))
-                .map_err(draw_err)?
-                .label(policy.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_err)?;
+        let lines = curves.iter().map(|(policy, values)| {
+            let points = cdf_points(values).into_iter();
+            (
+                policy.as_str(),
+                points.map(|(x, y)| (x / 3600.0, y)).collect(),
+            )
+        });
+        draw_policy_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)

@@ -385,13 +385,9 @@ fn cluster_spec(args: &SimulateArgs) -> anyhow::Result<ClusterSpec> {
         ));
     };
     let spec = workload::load_cluster(file)?;
-    let nodes: u64 = spec.node_groups.iter().map(|g| u64::from(g.count)).sum();
-    let per_node = spec
-        .node_groups
-        .iter()
-        .map(|g| g.gpus_per_node)
-        .max()
-        .unwrap_or(0);
+    let (nodes, per_node) = (spec.node_groups.iter()).fold((0_u64, 0_u32), |(n, p), g| {
+        (n + u64::from(g.count), p.max(g.gpus_per_node))
+    });
     let (name, gpus) = (file.display(), spec.capacity());
     if nodes > MAX_NODES || gpus > u64::from(MAX_GPUS) || per_node > MAX_GPUS_PER_NODE {
         bail!(
