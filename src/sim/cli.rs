@@ -140,6 +140,8 @@ pub const MAX_GPUS_PER_NODE: u32 = 64;
 pub const MAX_NODES: u64 = 20_000;
 /// Most synthetic jobs (the Philly trace has 52,849).
 pub const MAX_JOBS: usize = 200_000;
+/// Most jobs of a trace file: about twenty Philly traces, minutes of replay per policy.
+pub const MAX_TRACE_JOBS: usize = 1_000_000;
 /// Longest job a trace may hold: a year, beyond which the replay would take forever.
 pub const MAX_JOB_SECONDS: f64 = 365.0 * 86_400.0;
 /// Latest arrival a trace may hold: ten years after the first.
@@ -563,6 +565,13 @@ fn check_trace(trace: &Trace, cluster: &ClusterSpec, file: Option<&Path>) -> any
     });
     if trace.jobs.is_empty() {
         bail!("{name} holds no job (after --from/--to, if given): nothing to simulate");
+    }
+    if trace.jobs.len() > MAX_TRACE_JOBS {
+        bail!(
+            "{name} holds {} jobs; the simulator replays at most {MAX_TRACE_JOBS} (use --from/--to \
+             for a window)",
+            trace.jobs.len()
+        );
     }
     let largest = largest_pool(cluster);
     if trace.jobs.iter().all(|j| u64::from(j.gpus) > largest) {
