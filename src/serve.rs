@@ -589,8 +589,8 @@ impl RotationWiring {
                         ..Default::default()
                     };
                 }
-                let rotated = index.list();
-                view.with_snapshot(|s| build_plan_input(s, &rotated, &config, now))
+                let (rotated, marks) = (index.list(), index.marks());
+                view.with_snapshot(|s| build_plan_input(s, &rotated, &marks, &config, now))
             },
             Duration::from_secs(self.config.quantum.max_seconds),
         );
@@ -598,7 +598,8 @@ impl RotationWiring {
             self.client.clone(),
             self.identity.clone(),
             clock::system(),
-        ));
+        ))
+        .with_max_warning(self.config.rotation.warning.max_seconds);
         let settings = LoopSettings::from_config(&self.config);
         tracing::info!(
             dry_run = settings.dry_run,

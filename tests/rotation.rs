@@ -42,6 +42,8 @@ fn run(name: &str, tenant: &str, node: &str, gpus: u64) -> RunningWorkload {
         preemptible: true,
         protected: false,
         priority: 0,
+        warning_seconds: 0.0,
+        stop: None,
     }
 }
 
@@ -570,6 +572,8 @@ impl Model {
                         preemptible: s.preemptible,
                         protected: s.protected,
                         priority: s.priority,
+                        warning_seconds: 0.0,
+                        stop: None,
                     }
                 })
                 .collect(),

@@ -102,7 +102,7 @@ async fn the_over_share_tenant_gives_way_in_dry_run_once_per_quantum() {
     let planner = CorePlanner::new(
         move |now: Timestamp| {
             let now = now.as_millisecond() as f64 / 1000.0;
-            input_view.with_snapshot(|s| build_plan_input(s, &[], &input_config, now))
+            input_view.with_snapshot(|s| build_plan_input(s, &[], &Default::default(), &input_config, now))
         },
         Duration::from_secs(config.quantum.max_seconds),
     );

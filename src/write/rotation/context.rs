@@ -104,7 +104,7 @@ impl KubeContext {
             .to_string()
     }
 
-    /// Emits the Normal Event that reports an action (or, in dry run, the action it would be).
+    /// Emits the Event (Warning for an announced stop, else Normal) that reports an action (or, in dry run, the action it would be).
     pub(crate) async fn announce(
         &self,
         regarding: &ObjectReference,
@@ -115,7 +115,7 @@ impl KubeContext {
     ) {
         let reason = direction.event_reason(dry_run);
         self.events
-            .emit(regarding, EventType::Normal, reason, verb, note)
+            .emit(regarding, direction.event_type(), reason, verb, note)
             .await;
     }
 
