@@ -130,6 +130,33 @@ impl KubeContext {
         K: Resource + Clone + DeserializeOwned + Debug,
         F: FnOnce(&K) -> Decision,
     {
+        let Some(object) = self.read(&op).await? else {
+            return Ok(Outcome::Gone);
+        };
+        self.decide_patch(op, &object, decide).await
+    }
+
+    /// Reads the object an operation is about (`None`: 404).
+    pub(crate) async fn read<K>(&self, op: &PatchOp<'_, K>) -> Result<Option<K>>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        let workload = &op.action.workload;
+        let found = op.api.get_opt(&workload.name).await;
+        found.map_err(|e| api_error("get", workload, e))
+    }
+
+    /// [`KubeContext::read_decide_patch`] on an object already read.
+    pub(crate) async fn decide_patch<K, F>(
+        &self,
+        op: PatchOp<'_, K>,
+        object: &K,
+        decide: F,
+    ) -> Result<Outcome>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+        F: FnOnce(&K) -> Decision,
+    {
         let PatchOp {
             api,
             dynamic_type,
@@ -139,11 +166,7 @@ impl KubeContext {
             verb,
         } = op;
         let workload = &action.workload;
-        let found = api.get_opt(&workload.name).await;
-        let Some(object) = found.map_err(|e| api_error("get", workload, e))? else {
-            return Ok(Outcome::Gone);
-        };
-        let patch = match decide(&object) {
+        let patch = match decide(object) {
             Decision::Patch(patch) => patch,
             Decision::Stop(outcome) => return Ok(outcome),
         };

@@ -17,7 +17,7 @@ use kube::Api;
 use serde_json::{json, Map, Value};
 
 use super::context::{annotation, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES};
-use super::notice::cleared;
+use super::notice::clearing_notice;
 use super::{Action, Actuator, Direction, Outcome, Result, ROTATED_OUT_AT, ROTATION_REASON};
 
 /// Suspends and unsuspends Jobs.
@@ -93,7 +93,7 @@ fn decide_rotate_out(job: &Job, now: &str, reason: &str) -> Decision {
         }
         (false, _) => {
             // The stop, if one was announced, is carried out: its notice goes.
-            let mut annotations = cleared();
+            let mut annotations = clearing_notice(job);
             annotations[ROTATED_OUT_AT] = json!(now);
             annotations[ROTATION_REASON] = json!(truncate(reason, MAX_NOTE_BYTES));
             Decision::Patch(patch(job, annotations, true))

@@ -117,9 +117,22 @@ impl NoticeWriter {
     }
 }
 
-/// The annotations that clear a notice (also sent with the stop itself).
+/// The annotations that clear a notice.
 pub fn cleared() -> Value {
     json!({STOP_AT: null, STOP_FOR: null, STOP_REASON: null})
+}
+
+/// The start of a stop's annotations: clearing the object's notice when it has one (the stop
+/// carries it out), else nothing.
+pub fn clearing_notice<K: kube::Resource>(object: &K) -> Value {
+    let noticed = [STOP_AT, STOP_FOR, STOP_REASON]
+        .iter()
+        .any(|k| annotation(object, k).is_some());
+    if noticed {
+        cleared()
+    } else {
+        json!({})
+    }
 }
 
 /// Unix seconds as RFC 3339 in UTC, to the second (`2026-01-31T12:00:00Z`).

@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 use super::context::{
     annotation, api_error, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES,
 };
-use super::notice::cleared;
+use super::notice::clearing_notice;
 use super::{
     Action, Actuator, Direction, Error, Outcome, Result, PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT,
     ROTATION_REASON,
@@ -74,9 +74,6 @@ impl VmActuator {
 
     async fn act(&self, action: &Action, direction: Direction, dry_run: bool) -> Result<Outcome> {
         let resume = direction == Direction::Resume;
-        if resume && !dry_run {
-            self.start_manual(action).await?;
-        }
         let op = PatchOp {
             api: self.api(action),
             dynamic_type: &self.resource,
@@ -85,34 +82,27 @@ impl VmActuator {
             dry_run,
             verb: if resume { "Start" } else { "Stop" },
         };
+        let Some(vm) = self.ctx.read(&op).await? else {
+            return Ok(Outcome::Gone);
+        };
+        let manual = run_strategy(&vm).0 == MANUAL;
+        let ours = annotation(&vm, ROTATED_OUT_AT).is_some();
+        if resume && manual && ours && !dry_run && is_stopped(&vm, MANUAL) {
+            // Start first: cleared first, a failed start would leave a stopped VM that no
+            // longer says rota stopped it.
+            self.subresource(action, "start").await?;
+        }
         let now = self.ctx.now_rfc3339();
-        let mut manual = false;
-        let outcome = self
-            .ctx
-            .read_decide_patch(op, |vm| {
-                manual = run_strategy(vm).0 == MANUAL;
-                match resume {
-                    true => decide_resume(vm),
-                    false => decide_rotate_out(vm, &now, &action.reason),
-                }
+        let outcome = (self.ctx)
+            .decide_patch(op, &vm, |vm| match resume {
+                true => decide_resume(vm),
+                false => decide_rotate_out(vm, &now, &action.reason),
             })
             .await?;
         if manual && !resume && outcome == Outcome::Done {
             self.subresource(action, "stop").await?;
         }
         Ok(outcome)
-    }
-
-    /// `PUT`s `start` for a `Manual` VM that rota stopped and that is still down.
-    async fn start_manual(&self, action: &Action) -> Result<()> {
-        let found = self.api(action).get_opt(&action.workload.name).await;
-        let vm = found.map_err(|e| api_error("get", &action.workload, e))?;
-        let Some(vm) = vm else { return Ok(()) };
-        let ours = annotation(&vm, ROTATED_OUT_AT).is_some();
-        if run_strategy(&vm).0 == MANUAL && ours && !vm_instance_up(vm.data.get("status")) {
-            self.subresource(action, "start").await?;
-        }
-        Ok(())
     }
 
     /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/VERB` with
@@ -193,7 +183,7 @@ fn decide_rotate_out(vm: &DynamicObject, now: &str, reason: &str) -> Decision {
         ));
     }
     // The stop, if one was announced, is carried out: its notice goes.
-    let mut annotations = cleared();
+    let mut annotations = clearing_notice(vm);
     annotations[ROTATED_OUT_AT] = json!(now);
     annotations[ROTATION_REASON] = json!(truncate(reason, MAX_NOTE_BYTES));
     annotations[PREVIOUS_RUN_STRATEGY] = json!(strategy);
@@ -208,7 +198,7 @@ fn decide_resume(vm: &DynamicObject) -> Decision {
     let (strategy, legacy) = run_strategy(vm);
     let ours = annotation(vm, ROTATED_OUT_AT).is_some();
     if strategy == MANUAL && ours {
-        // Started through `start` just before (`VmActuator::start_manual`): clear the marks.
+        // Started through `start` just before (`VmActuator::act`): clear the marks.
         let annotations = json!({
             ROTATED_OUT_AT: null,
             ROTATION_REASON: null,
