@@ -398,6 +398,7 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
         );
     }
     let ledger = fair_share(&mut tasks, &config, &registry, &view, &rotated_out)?;
+    let rotation_marks = rotating.then(|| rotated_out.clone());
 
     // === write side: its loops run only while this replica leads ===
     let accounting = UsageAccounting {
@@ -469,6 +470,7 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
         config,
         learn_nodes: options.cluster == ClusterMode::None,
         held_events,
+        rotation_marks,
     };
     let stats = http::ServerStats::new();
     HttpServerCollector::register(&registry, stats.clone()).context(metrics_error)?;

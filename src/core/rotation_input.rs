@@ -195,6 +195,32 @@ impl Running {
     }
 }
 
+/// The running workload `id` as the planner would see it (its object's `marks` applied), or
+/// `None` when it holds no GPU. O(pods): for `explain`, not for the planner.
+pub fn running_workload(
+    snapshot: &ClusterSnapshot,
+    id: &WorkloadId,
+    marks: Option<&WorkloadMarks>,
+    config: &ValidConfig,
+    now: f64,
+) -> Option<RunningWorkload> {
+    let mut acc = Running::default();
+    let pods = snapshot.pods().filter(|p| &p.workload == id && p.holds_gpus());
+    for pod in pods {
+        if let Some(node) = pod.node_name.as_deref() {
+            acc.add(pod, node, config);
+        }
+    }
+    if let Some(w) = snapshot.workloads().workload(id) {
+        acc.tenant = w.tenant().to_owned();
+    }
+    let mut w = acc.into_workload(id.clone(), config, now)?;
+    if let Some(m) = marks {
+        apply_marks(&mut w, m, config);
+    }
+    (w.gpus() > 0).then_some(w)
+}
+
 /// Running workloads: bound, active GPU pods grouped by workload, sorted by id.
 fn running(snapshot: &ClusterSnapshot, config: &ValidConfig, now: f64) -> Vec<RunningWorkload> {
     let mut by_workload: BTreeMap<&WorkloadId, Running> = BTreeMap::new();

@@ -12,7 +12,6 @@
 //! Must not: stop anything (the kind's actuator does when the stop is due) or touch any field
 //! besides the three `rota.io/stop-*` annotations.
 
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use serde_json::{json, Map, Value};
@@ -136,14 +135,7 @@ pub fn clearing_notice<K: kube::Resource>(object: &K) -> Value {
 }
 
 /// Unix seconds as RFC 3339 in UTC, to the second (`2026-01-31T12:00:00Z`).
-pub fn rfc3339(seconds: f64) -> String {
-    let whole = if seconds.is_finite() {
-        seconds.floor() as i64
-    } else {
-        0
-    };
-    Timestamp::from_second(whole).map_or_else(|_| Timestamp::UNIX_EPOCH.to_string(), |t| t.to_string())
-}
+pub use crate::clock::rfc3339;
 
 /// The API resource of a workload kind's object.
 fn api_resource(kind: WorkloadKind) -> ApiResource {
