@@ -130,14 +130,14 @@ impl KubeContext {
         K: Resource + Clone + DeserializeOwned + Debug,
         F: FnOnce(&K) -> Decision,
     {
-        let Some(object) = self.read(&op).await? else {
+        let Some(object) = self.read_object(&op).await? else {
             return Ok(Outcome::Gone);
         };
-        self.decide_patch(op, &object, decide).await
+        self.patch_decided(op, &object, decide).await
     }
 
     /// Reads the object an operation is about (`None`: 404).
-    pub(crate) async fn read<K>(&self, op: &PatchOp<'_, K>) -> Result<Option<K>>
+    pub(crate) async fn read_object<K>(&self, op: &PatchOp<'_, K>) -> Result<Option<K>>
     where
         K: Resource + Clone + DeserializeOwned + Debug,
     {
@@ -147,7 +147,7 @@ impl KubeContext {
     }
 
     /// [`KubeContext::read_decide_patch`] on an object already read.
-    pub(crate) async fn decide_patch<K, F>(
+    pub(crate) async fn patch_decided<K, F>(
         &self,
         op: PatchOp<'_, K>,
         object: &K,

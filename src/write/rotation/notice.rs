@@ -139,12 +139,15 @@ pub use crate::clock::rfc3339;
 
 /// The API resource of a workload kind's object.
 fn api_resource(kind: WorkloadKind) -> ApiResource {
-    let (group, version, kind, plural) = match kind {
-        WorkloadKind::Job => ("batch", "v1", "Job", "jobs"),
-        WorkloadKind::VirtualMachine => ("kubevirt.io", "v1", "VirtualMachine", "virtualmachines"),
-        WorkloadKind::Pod => ("", "v1", "Pod", "pods"),
+    let (gvk, plural) = match kind {
+        WorkloadKind::Job => (GroupVersionKind::gvk("batch", "v1", "Job"), "jobs"),
+        WorkloadKind::VirtualMachine => (
+            GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        ),
+        WorkloadKind::Pod => (GroupVersionKind::gvk("", "v1", "Pod"), "pods"),
     };
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    ApiResource::from_gvk_with_plural(&gvk, plural)
 }
 
 /// `{"metadata":{"resourceVersion":…,"annotations":…}}`, guarded by what was read.

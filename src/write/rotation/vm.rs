@@ -82,7 +82,7 @@ impl VmActuator {
             dry_run,
             verb: if resume { "Start" } else { "Stop" },
         };
-        let Some(vm) = self.ctx.read(&op).await? else {
+        let Some(vm) = self.ctx.read_object(&op).await? else {
             return Ok(Outcome::Gone);
         };
         let manual = run_strategy(&vm).0 == MANUAL;
@@ -90,24 +90,24 @@ impl VmActuator {
         if resume && manual && ours && !dry_run && is_stopped(&vm, MANUAL) {
             // Start first: cleared first, a failed start would leave a stopped VM that no
             // longer says rota stopped it.
-            self.subresource(action, "start").await?;
+            self.vm_subresource(action, "start").await?;
         }
         let now = self.ctx.now_rfc3339();
         let outcome = (self.ctx)
-            .decide_patch(op, &vm, |vm| match resume {
+            .patch_decided(op, &vm, |vm| match resume {
                 true => decide_resume(vm),
                 false => decide_rotate_out(vm, &now, &action.reason),
             })
             .await?;
         if manual && !resume && outcome == Outcome::Done {
-            self.subresource(action, "stop").await?;
+            self.vm_subresource(action, "stop").await?;
         }
         Ok(outcome)
     }
 
     /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/VERB` with
     /// empty options, as `virtctl start|stop` sends it.
-    async fn subresource(&self, action: &Action, verb: &'static str) -> Result<()> {
+    async fn vm_subresource(&self, action: &Action, verb: &'static str) -> Result<()> {
         let w = &action.workload;
         let path = format!(
             "/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachines/{}/{verb}",
