@@ -154,6 +154,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(line) = summaries.first().and_then(report::unplaceable_note) {
         println!("{line}");
     }
+    for line in summaries.iter().filter_map(report::warning_note) {
+        println!("{line}");
+    }
     if let Some(dir) = &args.out {
         write_summaries(dir, &summaries, &timing)?;
         write(&dir.join("jct-cdf.svg"), &charts::jct_cdf_svg(&cdfs)?)?;

@@ -623,6 +623,19 @@ pub fn unplaceable_note(s: &PolicySummary) -> Option<String> {
     ))
 }
 
+/// One line on the stops announced ahead (`rotation.warning`) by a policy that warns; `None`
+/// when it announced none.
+pub fn warning_note(s: &PolicySummary) -> Option<String> {
+    if s.rotation_warnings == 0 {
+        return None;
+    }
+    Some(format!(
+        "{}: {} stops announced ahead (rotation.warning; the GPUs stay with the workload until \
+         then), {} cancelled because the waiting job no longer needed them",
+        s.policy, s.rotation_warnings, s.rotation_cancellations
+    ))
+}
+
 /// A fixed-width table, one row per policy; `timing[i]` is `(wall seconds, events/s)` of row i.
 pub fn table(summaries: &[PolicySummary], timing: &[(f64, f64)]) -> String {
     let mut out = format!(
