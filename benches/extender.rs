@@ -70,6 +70,7 @@ fn context(nodes: usize) -> Context {
         config: Arc::new(config),
         learn_nodes: false,
         held_events: None,
+        rotation_marks: None,
     }
 }
 

@@ -84,6 +84,8 @@ fn cluster() -> PlanInput {
                 preemptible: rng.below(20) != 0,
                 protected: rng.below(50) == 0,
                 priority: 0,
+                warning_seconds: 0.0,
+                stop: None,
             });
         }
     }

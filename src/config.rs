@@ -152,6 +152,25 @@ pub struct RotationConfig {
     pub max_per_tenant_per_tick: u32,
     /// PriorityClass names whose workloads are never rotated out. Default none.
     pub protected_priority_classes: Vec<String>,
+    /// Notice given before a workload is stopped.
+    pub warning: WarningConfig,
+}
+
+/// How long before a stop its owner is told (`RotationScheduled` Event, `rota.io/stop-at`).
+/// During the warning the victim keeps running and its GPUs stay promised to the waiting
+/// workload; the stop is cancelled if that workload no longer needs them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WarningConfig {
+    /// KubeVirt VirtualMachines. Default 300 (5 min): someone may be working inside.
+    pub virtual_machine_seconds: u64,
+    /// Jobs. Default 0: a batch Job is suspended at once (it resumes where it can).
+    pub job_seconds: u64,
+    /// Bare pods. Default 0.
+    pub pod_seconds: u64,
+    /// Longest warning a workload may ask for with `rota.io/stop-warning-seconds` (its GPUs
+    /// idle for the waiting tenant meanwhile). Default 3600.
+    pub max_seconds: u64,
 }
 
 /// What to do with a node whose GPU telemetry is missing or stale.
@@ -276,6 +295,18 @@ impl Default for RotationConfig {
             max_per_tick: 4,
             max_per_tenant_per_tick: 1,
             protected_priority_classes: Vec::new(),
+            warning: WarningConfig::default(),
+        }
+    }
+}
+
+impl Default for WarningConfig {
+    fn default() -> Self {
+        Self {
+            virtual_machine_seconds: 300,
+            job_seconds: 0,
+            pod_seconds: 0,
+            max_seconds: 3600,
         }
     }
 }

@@ -11,6 +11,10 @@
 //! | [`ROTATED_OUT_AT`] | Jobs, VMs, pods | rotation | the rotated-out index |
 //! | [`ROTATION_REASON`] | Jobs, VMs, pods | rotation | people |
 //! | [`PREVIOUS_RUN_STRATEGY`] | VMs | rotation | rotation (on resume) |
+//! | [`STOP_WARNING_ANNOTATION`] | Jobs, VMs, pods | users | rotation |
+//! | [`STOP_AT`] | Jobs, VMs, pods | rotation (warning) | rotation (any leader), `explain`, people |
+//! | [`STOP_FOR`] | Jobs, VMs, pods | rotation (warning) | rotation (any leader) |
+//! | [`STOP_REASON`] | Jobs, VMs, pods | rotation (warning) | people |
 //!
 //! API versions of rota's own documents (`rota.io/v1alpha1`) are not names of this kind and
 //! live with their formats. Must not: hold anything but constant names.
@@ -36,3 +40,14 @@ pub const ROTATED_OUT_AT: &str = "rota.io/rotated-out-at";
 pub const ROTATION_REASON: &str = "rota.io/rotation-reason";
 /// Annotation on a stopped VirtualMachine: the `runStrategy` to restore on resume.
 pub const PREVIOUS_RUN_STRATEGY: &str = "rota.io/previous-run-strategy";
+/// Annotation (on a Job, VM or pod): the notice, in whole seconds, its owner wants before rota
+/// stops it (at most `rotation.warning.maxSeconds`; `0` asks for none).
+pub const STOP_WARNING_ANNOTATION: &str = "rota.io/stop-warning-seconds";
+/// Annotation rota writes when it announces a stop: when (RFC 3339, UTC, seconds). Removed
+/// when the stop is cancelled or carried out.
+pub const STOP_AT: &str = "rota.io/stop-at";
+/// Annotation rota writes with [`STOP_AT`]: the workload its GPUs are promised to
+/// (`kind/namespace/name`), so that a new leader keeps the promise.
+pub const STOP_FOR: &str = "rota.io/stop-for";
+/// Annotation rota writes with [`STOP_AT`]: the planner's human reason.
+pub const STOP_REASON: &str = "rota.io/stop-reason";

@@ -421,6 +421,7 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
         );
     }
     let ledger = fair_share(&mut tasks, &config, &registry, &view, &rotated_out)?;
+    let rotation_marks = rotating.then(|| rotated_out.clone());
 
     // === write side: its loops run only while this replica leads ===
     let accounting = UsageAccounting {
@@ -492,6 +493,7 @@ pub async fn serve(options: ExtenderOptions, shutdown: Shutdown) -> anyhow::Resu
         config,
         learn_nodes: options.cluster == ClusterMode::None,
         held_events,
+        rotation_marks,
     };
     let stats = http::ServerStats::new();
     HttpServerCollector::register(&registry, stats.clone()).context(metrics_error)?;
@@ -617,8 +619,8 @@ impl RotationWiring {
                         ..Default::default()
                     };
                 }
-                let rotated = index.list();
-                view.with_snapshot(|s| build_plan_input(s, &rotated, &config, now))
+                let (rotated, marks) = (index.list(), index.marks());
+                view.with_snapshot(|s| build_plan_input(s, &rotated, &marks, &config, now))
             },
             Duration::from_secs(self.config.quantum.max_seconds),
         );
@@ -626,7 +628,8 @@ impl RotationWiring {
             self.client.clone(),
             self.identity.clone(),
             clock::system(),
-        ));
+        ))
+        .with_max_warning(self.config.rotation.warning.max_seconds);
         let settings = LoopSettings::from_config(&self.config);
         tracing::info!(
             dry_run = settings.dry_run,

@@ -14,8 +14,8 @@ use kube::client::Body;
 use rota::clock::Clock;
 use rota::core::{WorkloadId, WorkloadKind};
 use rota::write::rotation::{
-    Action, Actuator, Error, KubeActuators, KubeContext, Outcome, PREVIOUS_RUN_STRATEGY,
-    ROTATED_OUT_AT, ROTATION_REASON,
+    Action, Actuator, Error, KubeActuators, KubeContext, Outcome, Warning, PREVIOUS_RUN_STRATEGY,
+    ROTATED_OUT_AT, ROTATION_REASON, STOP_AT, STOP_FOR, STOP_REASON,
 };
 use serde_json::{json, Value};
 
@@ -31,6 +31,9 @@ const REASON: &str =
     "tenant physics holds 12 GPUs, entitled to 8; tenant bio waits below its share (2 of 6)";
 /// The test clock reads 2026-01-31T12:00:00.750Z; annotations keep whole seconds.
 const NOW: &str = "2026-01-31T12:00:00Z";
+/// An announced stop five minutes after [`NOW`], in unix seconds and as written.
+const STOP_AT_SECONDS: f64 = 1_769_860_800.0 + 300.0;
+const STOP_AT_TIME: &str = "2026-01-31T12:05:00Z";
 
 // ---------------------------------------------------------------------------------------------
 // The scripted API server
@@ -218,6 +221,17 @@ fn check(expect: &Expect, content_type: &str, body: &Value) -> Result<(), String
             let note = body["note"].as_str().unwrap_or("");
             if *type_ == "Normal" && note != REASON {
                 return Err(format!("Event note {note:?}"));
+            }
+            // An announced stop says when, why, and how to keep the workload.
+            let announced = [
+                STOP_AT_TIME,
+                REASON,
+                "rota.io/preemptible",
+                "rota.io/stop-warning-seconds",
+            ];
+            let scheduled = reason.contains("ScheduleRotation") || *reason == "RotationScheduled";
+            if scheduled && !announced.iter().all(|part| note.contains(part)) {
+                return Err(format!("Warning note {note:?} lacks one of {announced:?}"));
             }
             Ok(())
         }
@@ -656,4 +670,205 @@ async fn pods_are_never_resumed_and_no_request_is_sent() {
         resume(WorkloadKind::Pod, vec![]).await.unwrap(),
         Outcome::NotResumable
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Announced stops (rotation.warning) and Manual VMs
+
+fn warning(kind: WorkloadKind) -> Warning {
+    Warning {
+        action: action(kind),
+        stop_at: STOP_AT_SECONDS,
+        claim: WorkloadId {
+            kind: WorkloadKind::Job,
+            namespace: "bio".into(),
+            name: "train".into(),
+        },
+        claim_tenant: "bio".into(),
+    }
+}
+
+fn notice() -> Value {
+    json!({STOP_AT: STOP_AT_TIME, STOP_FOR: "job/bio/train", STOP_REASON: REASON})
+}
+
+fn put(path: &'static str) -> Step {
+    step(
+        Method::PUT,
+        path,
+        Expect::Json(JSON, json!({})),
+        ok(json!({})),
+    )
+}
+
+fn manual_vm(printable: &str, annotations: Value) -> Value {
+    let mut v = vm(json!({"runStrategy": "Manual"}), annotations);
+    v["status"] = json!({"printableStatus": printable});
+    v
+}
+
+#[tokio::test]
+async fn warn_records_the_notice_and_emits_rotation_scheduled() {
+    let want = json!({"metadata": {"resourceVersion": "17", "annotations": notice()}});
+    let script = vec![
+        get(VM_PATH, ok(vm(json!({"runStrategy": "Always"}), json!({})))),
+        merge_patch(
+            VM_PATH,
+            want,
+            ok(vm(json!({"runStrategy": "Always"}), notice())),
+        ),
+        event(
+            "Warning",
+            "RotationScheduled",
+            "ScheduleStop",
+            "VirtualMachine",
+        ),
+    ];
+    let w = warning(WorkloadKind::VirtualMachine);
+    let outcome = scenario(script, |a| async move { a.warn(&w, false).await }).await;
+    assert_eq!(outcome.unwrap(), Outcome::Done);
+    // The same notice already on the object: nothing is written twice.
+    let script = vec![get(
+        VM_PATH,
+        ok(vm(json!({"runStrategy": "Always"}), notice())),
+    )];
+    let w = warning(WorkloadKind::VirtualMachine);
+    let outcome = scenario(script, |a| async move { a.warn(&w, false).await }).await;
+    assert_eq!(outcome.unwrap(), Outcome::AlreadyDone);
+}
+
+#[tokio::test]
+async fn warn_on_a_job_in_dry_run_writes_only_the_would_event() {
+    let script = vec![
+        get(JOB_PATH, ok(job(None, json!({})))),
+        event("Warning", "WouldScheduleRotation", "ScheduleStop", "Job"),
+    ];
+    let w = warning(WorkloadKind::Job);
+    let outcome = scenario(script, |a| async move { a.warn(&w, true).await }).await;
+    assert_eq!(outcome.unwrap(), Outcome::WouldAct);
+}
+
+#[tokio::test]
+async fn cancel_clears_the_notice_and_says_why() {
+    let want = json!({"metadata": {"resourceVersion": "41", "annotations": {
+                          STOP_AT: null, STOP_FOR: null, STOP_REASON: null}}});
+    let script = vec![
+        get(JOB_PATH, ok(job(None, notice()))),
+        merge_patch(JOB_PATH, want, ok(job(None, json!({})))),
+        event("Normal", "RotationCancelled", "CancelStop", "Job"),
+    ];
+    let outcome = scenario(script, |a| async move {
+        a.cancel(&action(WorkloadKind::Job), false).await
+    })
+    .await;
+    assert_eq!(outcome.unwrap(), Outcome::Done);
+    // Nothing announced: nothing to clear.
+    let script = vec![get(JOB_PATH, ok(job(None, json!({}))))];
+    let outcome = scenario(script, |a| async move {
+        a.cancel(&action(WorkloadKind::Job), false).await
+    })
+    .await;
+    assert_eq!(outcome.unwrap(), Outcome::AlreadyDone);
+}
+
+#[tokio::test]
+async fn a_due_stop_clears_its_notice_with_the_suspension() {
+    let mut annotations = notice();
+    annotations[ROTATED_OUT_AT] = json!(NOW);
+    annotations[ROTATION_REASON] = json!(REASON);
+    annotations[STOP_AT] = Value::Null;
+    annotations[STOP_FOR] = Value::Null;
+    annotations[STOP_REASON] = Value::Null;
+    let want = json!({"metadata": {"resourceVersion": "41", "annotations": annotations},
+                      "spec": {"suspend": true}});
+    let script = vec![
+        get(JOB_PATH, ok(job(None, notice()))),
+        merge_patch(JOB_PATH, want, ok(job(Some(true), json!({})))),
+        event("Normal", "RotatedOut", "Suspend", "Job"),
+    ];
+    let outcome = rotate_out(WorkloadKind::Job, false, script).await;
+    assert_eq!(outcome.unwrap(), Outcome::Done);
+}
+
+#[tokio::test]
+async fn manual_vm_is_annotated_then_stopped_through_the_stop_subresource() {
+    let want = json!({"metadata": {"resourceVersion": "17", "annotations": {
+                          ROTATED_OUT_AT: NOW, ROTATION_REASON: REASON,
+                          PREVIOUS_RUN_STRATEGY: "Manual"}}});
+    let script = vec![
+        get(VM_PATH, ok(manual_vm("Running", json!({})))),
+        merge_patch(
+            VM_PATH,
+            want,
+            ok(manual_vm("Running", rotated_annotations())),
+        ),
+        event("Normal", "RotatedOut", "Stop", "VirtualMachine"),
+        put("/apis/subresources.kubevirt.io/v1/namespaces/ns/virtualmachines/name/stop"),
+    ];
+    let outcome = rotate_out(WorkloadKind::VirtualMachine, false, script).await;
+    assert_eq!(outcome.unwrap(), Outcome::Done);
+    // Stopped by rota already: nothing more.
+    let script = vec![get(
+        VM_PATH,
+        ok(manual_vm("Stopped", rotated_annotations())),
+    )];
+    let outcome = rotate_out(WorkloadKind::VirtualMachine, false, script).await;
+    assert_eq!(outcome.unwrap(), Outcome::AlreadyDone);
+}
+
+#[tokio::test]
+async fn manual_vm_is_started_through_the_start_subresource_before_its_marks_go() {
+    let mut annotations = rotated_annotations();
+    annotations[PREVIOUS_RUN_STRATEGY] = json!("Manual");
+    let want = json!({"metadata": {"resourceVersion": "17", "annotations": {
+                          ROTATED_OUT_AT: null, ROTATION_REASON: null, PREVIOUS_RUN_STRATEGY: null}}});
+    let script = vec![
+        get(VM_PATH, ok(manual_vm("Stopped", annotations))),
+        put("/apis/subresources.kubevirt.io/v1/namespaces/ns/virtualmachines/name/start"),
+        merge_patch(VM_PATH, want, ok(manual_vm("Starting", json!({})))),
+        event("Normal", "Resumed", "Start", "VirtualMachine"),
+    ];
+    let outcome = resume(WorkloadKind::VirtualMachine, script).await;
+    assert_eq!(outcome.unwrap(), Outcome::Done);
+}
+
+#[tokio::test]
+async fn a_failed_start_keeps_the_marks_so_the_next_tick_retries() {
+    let mut annotations = rotated_annotations();
+    annotations[PREVIOUS_RUN_STRATEGY] = json!("Manual");
+    let script = vec![
+        get(VM_PATH, ok(manual_vm("Stopped", annotations))),
+        step(
+            Method::PUT,
+            "/apis/subresources.kubevirt.io/v1/namespaces/ns/virtualmachines/name/start",
+            Expect::Json(JSON, json!({})),
+            status(500, "InternalError"),
+        ),
+    ];
+    let err = resume(WorkloadKind::VirtualMachine, script)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn a_migrating_vm_is_not_stopped_until_the_migration_ends() {
+    for spec in [
+        json!({"runStrategy": "Always"}),
+        json!({"runStrategy": "Manual"}),
+    ] {
+        let mut found = vm(spec, json!({}));
+        found["status"] = json!({"printableStatus": "Migrating"});
+        let outcome = rotate_out(
+            WorkloadKind::VirtualMachine,
+            false,
+            vec![get(VM_PATH, ok(found))],
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&outcome, Outcome::LeftAlone { reason } if reason.contains("migrat")),
+            "{outcome:?}"
+        );
+    }
 }

@@ -232,6 +232,7 @@ async fn bad_reporters_are_unknown_good_ones_fresh_and_the_extender_keeps_answer
         config: Arc::new(ValidConfig::default()),
         learn_nodes: false,
         held_events: None,
+        rotation_marks: None,
     };
     let answer: serde_json::Value =
         serde_json::from_slice(&verbs::filter(&ctx, &filter_body(2, &nodes))?)?;

@@ -213,7 +213,11 @@ fn example_file_validates_without_warnings() {
 fn check_report_prints_ok_warnings_and_effective_config() {
     let report = config::check_report(&repo_file(EXAMPLE)).expect("example is valid");
     assert!(report.starts_with("config OK: "), "{report}");
-    assert!(!report.contains("warning:"), "{report}");
+    // (`rotation.warning:` is a key of the effective config, not a diagnostic.)
+    assert!(
+        !report.lines().any(|l| l.starts_with("warning:")),
+        "{report}"
+    );
     let yaml_start = report
         .find("apiVersion:")
         .expect("effective config printed");
@@ -617,4 +621,28 @@ fn readme_reference_documents_every_key_with_its_default() {
             "README config reference lacks a row for `{path}`"
         );
     }
+}
+
+#[test]
+fn warning_periods_are_bounded_and_annotations_clamped_to_the_maximum() {
+    let paths =
+        |yaml: &str| -> Vec<String> { problems(yaml).into_iter().map(|p| p.path).collect() };
+    assert_eq!(
+        paths("rotation: {warning: {jobSeconds: 4000}}"),
+        ["rotation.warning.jobSeconds"]
+    );
+    assert_eq!(
+        paths("rotation: {warning: {maxSeconds: 100000, virtualMachineSeconds: 600}}"),
+        ["rotation.warning.maxSeconds"]
+    );
+    let c = parse_ok("rotation: {warning: {maxSeconds: 900, podSeconds: 60}}");
+    use rota::core::WorkloadKind::{Job, Pod, VirtualMachine};
+    assert_eq!(c.warning_for(VirtualMachine, None), 300);
+    assert_eq!(c.warning_for(Pod, None), 60);
+    assert_eq!(c.warning_for(Job, Some(5000)), 900, "clamped to maxSeconds");
+    assert_eq!(
+        c.warning_for(VirtualMachine, Some(0)),
+        0,
+        "an owner may ask for none"
+    );
 }

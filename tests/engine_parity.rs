@@ -168,6 +168,7 @@ fn extend(jobs: &[Job]) -> Admissions {
         config: Arc::new(config),
         learn_nodes: false,
         held_events: None,
+        rotation_marks: None,
     };
     let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
         "metadata": {"name": "n1"},

@@ -22,6 +22,7 @@ fn context(config: ValidConfig) -> Context {
         config: Arc::new(config),
         learn_nodes: false,
         held_events: None,
+        rotation_marks: None,
     }
 }
 
@@ -588,6 +589,7 @@ fn a_pod_that_can_never_fit_blocks_no_one_and_is_told_why() {
     let (tx, mut rx) = rota::write::held_events::channel();
     let ctx = Context {
         held_events: Some(tx),
+        rotation_marks: None,
         ..context(ValidConfig::default())
     };
     ctx.view.apply_node(&node("n1", 4));

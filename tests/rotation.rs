@@ -14,7 +14,7 @@ use common::generators::{
 use rota::core::fairshare::{entitlements, SharePolicy, TenantLoad};
 use rota::core::rotation::{
     plan, share_gap, Limits, Plan, PlanInput, ResourceState, RotatedOutWorkload, RotationHistory,
-    RunningWorkload, Spread, TenantShare, WaitingWorkload, OVER_SHARE, RESUME_TURN,
+    RunningWorkload, Spread, StopNotice, TenantShare, WaitingWorkload, OVER_SHARE, RESUME_TURN,
 };
 use rota::core::{GpuNode, WorkloadId, WorkloadKind};
 
@@ -42,6 +42,8 @@ fn run(name: &str, tenant: &str, node: &str, gpus: u64) -> RunningWorkload {
         preemptible: true,
         protected: false,
         priority: 0,
+        warning_seconds: 0.0,
+        stop: None,
     }
 }
 
@@ -423,6 +425,9 @@ struct Model {
     left: Vec<f64>,
     attained: Vec<f64>,
     rotated_at: Vec<Option<f64>>,
+    /// Notice VMs get before a stop (0: none), and the stops announced.
+    vm_warning: f64,
+    notices: Vec<Option<StopNotice>>,
 }
 
 fn tenant_name(t: usize) -> String {
@@ -443,6 +448,8 @@ impl Model {
             started: vec![0.0; n],
             attained: vec![0.0; n],
             rotated_at: vec![None; n],
+            vm_warning: 0.0,
+            notices: vec![None; n],
         }
     }
 
@@ -570,6 +577,11 @@ impl Model {
                         preemptible: s.preemptible,
                         protected: s.protected,
                         priority: s.priority,
+                        warning_seconds: match s.kind {
+                            WorkloadKind::VirtualMachine => self.vm_warning,
+                            _ => 0.0,
+                        },
+                        stop: self.notices[i].clone(),
                     }
                 })
                 .collect(),
@@ -604,8 +616,19 @@ impl Model {
     /// Applies a plan: victims leave, then resumes and the claims GPUs were freed for start,
     /// then the gate starts waiting workloads in order while they fit.
     fn apply(&mut self, plan: &Plan, now: f64) {
+        for w in &plan.warnings {
+            let i = Self::index(&w.action.workload.name);
+            self.notices[i] = Some(StopNotice {
+                stop_at: w.stop_at,
+                claim: w.claim.clone(),
+            });
+        }
+        for a in &plan.cancellations {
+            self.notices[Self::index(&a.workload.name)] = None;
+        }
         for a in &plan.rotate_out {
             let i = Self::index(&a.workload.name);
+            self.notices[i] = None;
             self.release(i);
             self.state[i] = State::Out;
             self.rotated_at[i] = Some(now);
@@ -637,6 +660,7 @@ impl Model {
                 self.attained[i] += dt * self.specs[i].gpus as f64;
                 if self.left[i] <= 0.0 {
                     self.release(i);
+                    self.notices[i] = None;
                     self.state[i] = State::Done;
                 }
             }
@@ -749,22 +773,177 @@ fn random_contended_clusters_do_rotate() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::new(seeded(1));
     let mut total = 0usize;
-    for _ in 0..32 {
+    let (mut warnings, mut warned_stops) = (0usize, 0usize);
+    for round in 0..32 {
         let specs = workloads(4, 20..40)
             .new_tree(&mut runner)
             .expect("strategy")
             .current();
         let cluster: Vec<GpuNode> = (0..3).map(|i| mk_node(i, NODE_GPUS, MODELS[1])).collect();
         let mut model = Model::new(specs, vec![1.0, 1.0, 2.0, 1.0], &cluster);
+        // Every other round warns VMs, so that `announced_stops_keep_their_promise` is not
+        // vacuous either.
+        model.vm_warning = if round % 2 == 1 { 300.0 } else { 0.0 };
         let mut history = RotationHistory::new();
         for tick in 0..24 {
             let now = tick as f64 * 60.0;
             model.advance(tick, if tick == 0 { 0.0 } else { 60.0 });
-            let p = plan(&model.input(now, Limits::default()), &history);
+            let input = model.input(now, Limits::default());
+            let p = plan(&input, &history);
             total += p.rotate_out.len();
+            warnings += p.warnings.len();
+            warned_stops += (p.rotate_out.iter())
+                .filter(|a| {
+                    input
+                        .running
+                        .iter()
+                        .any(|w| w.id == a.workload && w.stop.is_some())
+                })
+                .count();
             model.apply(&p, now);
             history.record(&p, now);
         }
     }
     assert!(total > 0, "no rotation in 32 contended clusters");
+    assert!(
+        warnings > 0 && warned_stops > 0,
+        "{warnings} warnings, {warned_stops} announced stops carried out"
+    );
+}
+
+// === announced stops (rotation.warning) ===
+
+proptest! {
+    #![proptest_config(seeded(64))]
+
+    /// With a warning period on VMs, replayed tick by tick: a VM is never stopped unannounced
+    /// nor before the time announced; a cancelled stop is not carried out; a stop is announced
+    /// once; and a claim whose GPUs are promised gets no second victim.
+    #[test]
+    fn announced_stops_keep_their_promise(
+        specs in workloads(4, 8..60),
+        weights in prop::collection::vec(tenant_weight(), 4),
+        cluster in uniform_cluster(3..8, NODE_GPUS),
+        warning in prop::sample::select(vec![60.0f64, 300.0, 900.0]),
+        dt in prop::sample::select(vec![30.0f64, 60.0, 200.0]),
+    ) {
+        let mut model = Model::new(specs, weights, &cluster);
+        model.vm_warning = warning;
+        let mut history = RotationHistory::new();
+        for tick in 0..30 {
+            let now = tick as f64 * dt;
+            model.advance(tick, if tick == 0 { 0.0 } else { dt });
+            let input = model.input(now, Limits::default());
+            let p = plan(&input, &history);
+            let notice = |id: &WorkloadId| input.running.iter().find(|w| &w.id == id).and_then(|w| w.stop.clone());
+            for a in &p.rotate_out {
+                let i = Model::index(&a.workload.name);
+                if model.specs[i].kind == WorkloadKind::VirtualMachine {
+                    let n = notice(&a.workload);
+                    prop_assert!(n.is_some(), "{} stopped unannounced", a.workload);
+                    prop_assert!(n.is_some_and(|n| now >= n.stop_at), "{} stopped early", a.workload);
+                }
+                prop_assert!(!p.cancellations.iter().any(|c| c.workload == a.workload));
+            }
+            for c in &p.cancellations {
+                prop_assert!(notice(&c.workload).is_some(), "{} cancelled unannounced", c.workload);
+            }
+            let promised: Vec<&WorkloadId> = input.running.iter().filter_map(|w| w.stop.as_ref().map(|n| &n.claim)).collect();
+            for w in &p.warnings {
+                prop_assert!(notice(&w.action.workload).is_none(), "{} announced twice", w.action.workload);
+                prop_assert!(!promised.contains(&&w.claim), "second victim for {}", w.claim);
+                prop_assert!(w.stop_at > now);
+            }
+            model.apply(&p, now);
+            history.record(&p, now);
+        }
+    }
+}
+
+/// Tenant a holds a node with two 4-GPU VMs (notice `warning` s); tenant b waits for 4 GPUs.
+fn vms_and_a_claim(warning: f64) -> PlanInput {
+    let mut i = two_tenants();
+    for w in &mut i.running {
+        w.id.kind = WorkloadKind::VirtualMachine;
+        w.warning_seconds = warning;
+    }
+    i
+}
+
+/// Sets the announced stops of `plan` on the input's running workloads.
+fn announce(input: &mut PlanInput, plan: &Plan) {
+    for w in &plan.warnings {
+        let running = input.running.iter_mut().find(|r| r.id == w.action.workload);
+        if let Some(r) = running {
+            r.stop = Some(StopNotice {
+                stop_at: w.stop_at,
+                claim: w.claim.clone(),
+            });
+        }
+    }
+}
+
+#[test]
+fn a_warned_vm_keeps_running_until_its_stop_then_its_gpus_go_to_the_claim() {
+    let mut i = vms_and_a_claim(300.0);
+    let p = plan(&i, &RotationHistory::new());
+    assert!(p.rotate_out.is_empty() && p.transfers.is_empty(), "{p:?}");
+    assert_eq!(p.warnings.len(), 1);
+    let w = &p.warnings[0];
+    assert_eq!(
+        (w.stop_at, &w.claim, w.claim_tenant.as_str()),
+        (NOW + 300.0, &id("b1"), "b")
+    );
+    announce(&mut i, &p);
+    // During the warning nothing happens: no second victim, no early stop.
+    i.now = NOW + 299.0;
+    assert!(plan(&i, &RotationHistory::new()).is_empty());
+    // At the announced time the VM stops and its GPUs go to the claim.
+    i.now = NOW + 300.0;
+    let p = plan(&i, &RotationHistory::new());
+    assert_eq!(out_names(&p), [w.action.workload.name.as_str()]);
+    assert!(p.warnings.is_empty() && p.cancellations.is_empty());
+    assert_eq!(p.transfers.len(), 1);
+    assert_eq!(p.transfers[0].to, id("b1"));
+}
+
+#[test]
+fn a_vm_without_a_warning_period_is_stopped_at_once() {
+    let p = plan(&vms_and_a_claim(0.0), &RotationHistory::new());
+    assert_eq!(p.rotate_out.len(), 1);
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn announced_stops_are_cancelled_when_no_longer_needed() {
+    use rota::core::rotation::{CLAIM_AT_SHARE, CLAIM_GONE, OPTED_OUT};
+    let mut base = vms_and_a_claim(300.0);
+    let p = plan(&base, &RotationHistory::new());
+    announce(&mut base, &p);
+    base.now = NOW + 60.0;
+    let victim = p.warnings[0].action.workload.clone();
+    let cancelled = |i: &PlanInput| {
+        let p = plan(i, &RotationHistory::new());
+        assert!(p.rotate_out.is_empty(), "{p:?}");
+        let codes: Vec<(WorkloadId, &str)> = (p.cancellations.iter())
+            .map(|c| (c.workload.clone(), c.reason_code))
+            .collect();
+        codes
+    };
+    // The claim was placed elsewhere or deleted.
+    let mut gone = base.clone();
+    gone.waiting.clear();
+    assert_eq!(cancelled(&gone), [(victim.clone(), CLAIM_GONE)]);
+    // The claim's tenant reached its share some other way.
+    let mut served = base.clone();
+    served.resources[0].tenants[1].held = 4.0;
+    assert_eq!(cancelled(&served), [(victim.clone(), CLAIM_AT_SHARE)]);
+    // The owner opted out.
+    let mut opted = base.clone();
+    for w in &mut opted.running {
+        w.preemptible = false;
+    }
+    assert_eq!(cancelled(&opted), [(victim.clone(), OPTED_OUT)]);
+    // Still needed: kept, and nothing else is announced for the same claim.
+    assert!(cancelled(&base).is_empty());
 }

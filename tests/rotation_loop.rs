@@ -514,6 +514,8 @@ fn over_share_input(now: Timestamp) -> PlanInput {
         preemptible: true,
         protected,
         priority: 0,
+        warning_seconds: 0.0,
+        stop: None,
     };
     PlanInput {
         now: now.as_second() as f64,

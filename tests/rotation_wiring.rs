@@ -13,20 +13,29 @@ use tokio::sync::watch;
 use rota::config::ValidConfig;
 use rota::core::fairshare::SharePolicy;
 use rota::core::model::GpuNode;
-use rota::core::rotation_input::build_plan_input;
+use rota::core::rotation_input::{build_plan_input, MarksById};
 use rota::core::{GpuPod, WorkloadId, WorkloadKind};
+use rota::read::view::translate::workload_marks;
 use rota::read::view::{ClusterView, ViewSettings};
+use rota::write::rotation::notice::rfc3339;
 use rota::write::rotation::{
     Action, Actuator, CorePlanner, Direction, LoopSettings, Outcome, Result, RotationLoop,
     RotationMetrics,
 };
+use rota::write::rotation::{Warning, STOP_AT, STOP_FOR};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 const GPU: &str = "nvidia.com/gpu";
 const NOW: i64 = 1_800_000_000;
 
-/// Records every call: direction, workload and the dry-run flag.
+/// Records every call: direction, workload and the dry-run flag; keeps the marks that
+/// announced stops leave on the objects.
 #[derive(Default)]
-struct Recording(parking_lot::Mutex<Vec<(Direction, WorkloadId, bool)>>);
+struct Recording(
+    parking_lot::Mutex<Vec<(Direction, WorkloadId, bool)>>,
+    Arc<parking_lot::Mutex<MarksById>>,
+);
 
 impl Recording {
     fn push(&self, d: Direction, a: &Action, dry_run: bool) -> Result<Outcome> {
@@ -45,6 +54,27 @@ impl Actuator for Recording {
     }
     fn resume<'a>(&'a self, a: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
         Box::pin(async move { self.push(Direction::Resume, a, dry_run) })
+    }
+    fn warn<'a>(&'a self, w: &'a Warning, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move {
+            // What the notice writer leaves on the object, as the watch reads it back.
+            let annotations: BTreeMap<String, String> = [
+                (STOP_AT.to_string(), rfc3339(w.stop_at)),
+                (STOP_FOR.to_string(), w.claim.to_string()),
+            ]
+            .into();
+            (self.1.lock()).insert(
+                w.action.workload.clone(),
+                workload_marks(Some(&annotations)),
+            );
+            self.push(Direction::Warn, &w.action, dry_run)
+        })
+    }
+    fn cancel<'a>(&'a self, a: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move {
+            self.1.lock().remove(&a.workload);
+            self.push(Direction::Cancel, a, dry_run)
+        })
     }
 }
 
@@ -102,7 +132,9 @@ async fn the_over_share_tenant_gives_way_in_dry_run_once_per_quantum() {
     let planner = CorePlanner::new(
         move |now: Timestamp| {
             let now = now.as_millisecond() as f64 / 1000.0;
-            input_view.with_snapshot(|s| build_plan_input(s, &[], &input_config, now))
+            input_view.with_snapshot(|s| {
+                build_plan_input(s, &[], &Default::default(), &input_config, now)
+            })
         },
         Duration::from_secs(config.quantum.max_seconds),
     );
@@ -135,4 +167,50 @@ async fn the_over_share_tenant_gives_way_in_dry_run_once_per_quantum() {
     // non-preemptible Job is never offered instead.
     rotation.tick().await;
     assert_eq!(recording.0.lock().len(), 1);
+}
+
+/// A leader announces a stop and loses the Lease in the middle of the warning: the next leader
+/// reads the notice back from the object, announces nothing new (no second victim for the same
+/// claim), and stops the victim at the announced time, not before.
+#[tokio::test]
+async fn a_new_leader_keeps_the_stop_the_old_one_announced() {
+    let mut raw = rota::config::RotaConfig::default();
+    raw.rotation.dry_run = false;
+    raw.rotation.warning.job_seconds = 300;
+    let config = Arc::new(raw.validate().unwrap());
+    let view = cluster(&config);
+    let recording = Arc::new(Recording::default());
+    let now = Arc::new(AtomicI64::new(NOW));
+    let term = |leader: watch::Receiver<bool>| {
+        let (view, input_config, objects) = (view.clone(), config.clone(), recording.1.clone());
+        let planner = CorePlanner::new(
+            move |t: Timestamp| {
+                let marks = objects.lock().clone();
+                let t = t.as_second() as f64;
+                view.with_snapshot(|s| build_plan_input(s, &[], &marks, &input_config, t))
+            },
+            Duration::from_secs(config.quantum.max_seconds),
+        );
+        let clock_now = now.clone();
+        let clock: rota::clock::Clock =
+            Arc::new(move || Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap());
+        let metrics = RotationMetrics::register(&Registry::new()).unwrap();
+        let settings = LoopSettings::from_config(&config);
+        RotationLoop::new(planner, recording.clone(), leader, metrics, settings, clock)
+    };
+    let (_first_tx, first) = watch::channel(true);
+    term(first).tick().await;
+    let calls = || recording.0.lock().clone();
+    assert_eq!(calls(), vec![(Direction::Warn, job("victim"), false)]);
+
+    // A new leader with an empty memory, 100 s into the warning: nothing to do.
+    let (_second_tx, second) = watch::channel(true);
+    let mut next = term(second);
+    now.store(NOW + 100, Ordering::SeqCst);
+    next.tick().await;
+    assert_eq!(calls().len(), 1, "{:?}", calls());
+    // At the announced time it stops the victim.
+    now.store(NOW + 300, Ordering::SeqCst);
+    next.tick().await;
+    assert_eq!(calls()[1..], [(Direction::RotateOut, job("victim"), false)]);
 }

@@ -262,3 +262,107 @@ fn a_job_larger_than_the_cluster_is_reported_and_blocks_no_one() {
     let note = rota::sim::report::unplaceable_note(&s).expect("a note");
     assert!(note.contains("1 jobs") && note.contains("t0 1"), "{note}");
 }
+
+/// Tenant 0 fills 16 GPUs with long VMs at t = 0; tenant 1 (same weight) arrives at t = 1000
+/// with as many batch Jobs: rota must stop VMs for it, announcing each stop first.
+fn vms_then_jobs() -> Trace {
+    let mut jobs = Vec::new();
+    for k in 0..16 {
+        let mut vm = job(0, 40_000.0, k as f64);
+        vm.kind = WorkloadKind::VirtualMachine;
+        jobs.push(vm);
+        jobs.push(job(1, 5_000.0, 1_000.0 + k as f64));
+    }
+    let tenants = (0..2)
+        .map(|i| TenantSpec {
+            name: format!("t{i}"),
+            weight: 1.0,
+        })
+        .collect();
+    Trace::from_unsorted(tenants, jobs, None)
+}
+
+/// Checks at every tick that a VM suspended has run its quantum and then its warning.
+struct WarningWatch {
+    inner: Rota,
+    least_run: f64,
+    jobs: usize,
+    vm_rotations: usize,
+}
+
+impl Policy for WarningWatch {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn on_arrival(&mut self, sim: &Sim<'_>, job: JobId) {
+        self.inner.on_arrival(sim, job);
+    }
+    fn on_finish(&mut self, sim: &Sim<'_>, job: JobId) {
+        self.inner.on_finish(sim, job);
+    }
+    fn tick_seconds(&self) -> Option<f64> {
+        self.inner.tick_seconds()
+    }
+    fn on_tick(&mut self, sim: &mut Sim<'_>) {
+        let before: Vec<(JobId, f64, u32)> = (0..self.jobs as JobId)
+            .filter(|&j| sim.job(j).status == JobStatus::Running)
+            .filter(|&j| sim.spec(j).kind == WorkloadKind::VirtualMachine)
+            .map(|j| (j, sim.job(j).started_at, sim.job(j).preemptions))
+            .collect();
+        self.inner.on_tick(sim);
+        for (j, started, preemptions) in before {
+            if sim.job(j).preemptions > preemptions {
+                self.vm_rotations += 1;
+                let ran = sim.now() - started;
+                assert!(
+                    ran >= self.least_run,
+                    "VM {j} stopped after {ran} s, before its quantum and warning ({} s)",
+                    self.least_run
+                );
+            }
+        }
+    }
+    fn schedule(&mut self, sim: &mut Sim<'_>) {
+        self.inner.schedule(sim);
+    }
+}
+
+#[test]
+fn vms_are_stopped_only_after_their_warning_which_costs_the_waiting_tenant() {
+    let trace = vms_then_jobs();
+    let cluster = ClusterSpec::homogeneous(16, 8);
+    let none = vec![None; trace.tenants.len()];
+    let run = |warning: u64| {
+        let mut config = rota::config::RotaConfig::default();
+        config.rotation.warning.virtual_machine_seconds = warning;
+        let settings = RotaSettings::from_config(&config);
+        let mut watch = WarningWatch {
+            least_run: (settings.quantum.virtual_machine_seconds + warning) as f64,
+            inner: Rota::new(&trace, settings),
+            jobs: trace.jobs.len(),
+            vm_rotations: 0,
+        };
+        let out = engine::run(&trace, &cluster, &mut watch, &engine());
+        assert!(out.jobs.iter().all(|j| j.status == JobStatus::Done));
+        let s = summarize(&trace, &out, &none);
+        assert!(watch.vm_rotations > 0, "no VM was rotated out");
+        assert_eq!(s.preemptions_vms as usize, watch.vm_rotations);
+        s
+    };
+    let (warned, blunt) = (run(300), run(0));
+    // Every VM stop was announced first; with no warning period none is.
+    assert!(
+        warned.rotation_warnings >= warned.preemptions_vms,
+        "{warned:?}"
+    );
+    assert_eq!(blunt.rotation_warnings, 0);
+    assert_eq!(blunt.rotation_cancellations, 0);
+    // The GPUs stay with the VMs during the warning: the waiting tenant's Jobs finish later.
+    let t1 = |s: &rota::sim::PolicySummary| s.tenants[1].jct_mean;
+    assert!(
+        t1(&warned) > t1(&blunt),
+        "tenant 1 JCT: warned {} s, blunt {} s",
+        t1(&warned),
+        t1(&blunt)
+    );
+}

@@ -96,6 +96,7 @@ fn context(names: &[String], learn_nodes: bool) -> Context {
         config: Arc::new(config),
         learn_nodes,
         held_events: None,
+        rotation_marks: None,
     }
 }
 

@@ -106,6 +106,7 @@ fn small_extender() -> Result<Extender, String> {
     view.refresh_fair_share(&SharePolicy::from_config(config), |_| 0.0, NOW);
     view.set_synced(true);
     let ctx = Context {
+        rotation_marks: None,
         view,
         config: Arc::new(config.clone()),
         learn_nodes: true,

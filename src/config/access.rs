@@ -68,6 +68,19 @@ impl ValidConfig {
         requested.clamp(min, max)
     }
 
+    /// Notice before a workload of this kind is stopped, in seconds: what it asked for with
+    /// `rota.io/stop-warning-seconds` (at most `rotation.warning.maxSeconds`), else the
+    /// kind's default.
+    pub fn warning_for(&self, kind: WorkloadKind, asked: Option<u64>) -> u64 {
+        let w = &self.rotation.warning;
+        let default = match kind {
+            WorkloadKind::Job => w.job_seconds,
+            WorkloadKind::VirtualMachine => w.virtual_machine_seconds,
+            WorkloadKind::Pod => w.pod_seconds,
+        };
+        asked.map_or(default, |a| a.min(w.max_seconds))
+    }
+
     /// Half-life of decayed usage (saturates at `Duration::MAX` for absurd values).
     pub fn half_life(&self) -> Duration {
         Duration::try_from_secs_f64(self.usage.half_life_seconds).unwrap_or(Duration::MAX)

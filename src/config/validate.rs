@@ -10,7 +10,7 @@ use std::fmt;
 use super::names;
 use super::{
     GroupConfig, QuantumConfig, RotaConfig, RotationConfig, ScoringConfig, TelemetryConfig,
-    TenantConfig, UsageConfig, ValidConfig, API_VERSION, KIND,
+    TenantConfig, UsageConfig, ValidConfig, WarningConfig, API_VERSION, KIND,
 };
 
 /// Hottest plausible GPU temperature limit; NVIDIA GPUs shut down well below it.
@@ -299,6 +299,39 @@ fn check_quantum(q: &QuantumConfig, p: &mut Problems) {
     }
 }
 
+/// Longest warning the config may set: a day (GPUs promised to a waiting tenant stay busy
+/// meanwhile).
+const MAX_WARNING_SECONDS: u64 = 86_400;
+
+fn check_warning(w: &WarningConfig, p: &mut Problems) {
+    if w.max_seconds > MAX_WARNING_SECONDS {
+        p.push(
+            "rotation.warning.maxSeconds",
+            format!(
+                "{} is more than a day ({MAX_WARNING_SECONDS})",
+                w.max_seconds
+            ),
+        );
+    }
+    let kinds = [
+        ("rotation.warning.jobSeconds", w.job_seconds),
+        (
+            "rotation.warning.virtualMachineSeconds",
+            w.virtual_machine_seconds,
+        ),
+        ("rotation.warning.podSeconds", w.pod_seconds),
+    ];
+    for (path, value) in kinds {
+        if value > w.max_seconds {
+            let max = w.max_seconds;
+            p.push(
+                path,
+                format!("{value} exceeds rotation.warning.maxSeconds ({max})"),
+            );
+        }
+    }
+}
+
 fn check_rotation(r: &RotationConfig, p: &mut Problems) {
     p.at_least_one("rotation.intervalSeconds", r.interval_seconds);
     p.non_negative("rotation.marginGpus", r.margin_gpus);
@@ -307,6 +340,7 @@ fn check_rotation(r: &RotationConfig, p: &mut Problems) {
         "rotation.maxPerTenantPerTick",
         r.max_per_tenant_per_tick.into(),
     );
+    check_warning(&r.warning, p);
     if r.max_per_tenant_per_tick > r.max_per_tick {
         let max = r.max_per_tick;
         p.push(

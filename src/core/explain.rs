@@ -11,6 +11,10 @@
 //! of it later (higher priority, a tenant further below its share) and rotations, so it is a
 //! hint for people, never an input to a decision.
 //!
+//! For a running workload, [`rotation_status`] says whether the rotation loop may stop it:
+//! protected until the end of its quantum, scheduled to stop at an announced time, or not a
+//! candidate and why.
+//!
 //! Must not: change anything (read-only on a snapshot), or read a clock.
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,7 @@ use super::fairshare::SharePolicy;
 use super::gate::primary_resource;
 use super::gate::{turn_of, ClusterSupply, Step, Turn};
 use super::model::GpuPod;
+use super::rotation::RunningWorkload;
 
 /// At most this many workloads ahead are listed.
 pub const MAX_AHEAD: usize = 10;
@@ -120,6 +125,108 @@ pub struct Explanation {
     pub estimated_start: StartEstimate,
     /// When entitlements were last computed (unix seconds).
     pub refreshed_at: Option<f64>,
+    /// For a running workload: whether and when the rotation loop may stop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+/// Where a running workload stands with the rotation loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationState {
+    /// Never rotated out (opted out, or a protected PriorityClass).
+    NotCandidate,
+    /// Within its quantum: not stopped before `protected_until`.
+    Protected,
+    /// A stop is announced for `stop_at`.
+    Scheduled,
+    /// Past its quantum, but its tenant is not above its share: left running.
+    Safe,
+    /// Past its quantum with its tenant above its share: it may be stopped (after its warning)
+    /// for a tenant below its share.
+    Candidate,
+}
+
+/// The rotation side of an explanation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationStatus {
+    /// Where it stands.
+    pub state: RotationState,
+    /// End of its quantum (unix seconds).
+    pub protected_until: f64,
+    /// The announced stop (unix seconds), when scheduled.
+    pub stop_at: Option<f64>,
+    /// The workload its GPUs are promised to, when scheduled.
+    pub stop_for: Option<String>,
+    /// Notice it gets before a stop, seconds.
+    pub warning_seconds: f64,
+    /// The same, in words.
+    pub detail: String,
+}
+
+/// Where running workload `w` stands at `now`, given its tenant's `held` and `entitled` GPUs
+/// (when known) and the rotation margin. Reads like the planner's victim rules (quantum from
+/// its start only: a resume recorded in the leader's memory may protect it longer).
+pub fn rotation_status(
+    w: &RunningWorkload,
+    share: Option<(f64, f64)>,
+    margin: f64,
+    now: f64,
+) -> RotationStatus {
+    let protected_until = w.started_at + w.quantum_seconds;
+    let notice = format!("{:.0} s", w.warning_seconds);
+    let (state, detail) = if let Some(n) = &w.stop {
+        (
+            RotationState::Scheduled,
+            format!(
+                "scheduled to stop at {} to free its GPUs for {}; annotate it \
+                 rota.io/preemptible: \"false\" to keep it",
+                crate::clock::rfc3339(n.stop_at),
+                n.claim
+            ),
+        )
+    } else if !w.preemptible {
+        let why = "not a candidate: annotated rota.io/preemptible: \"false\"".to_owned();
+        (RotationState::NotCandidate, why)
+    } else if w.protected {
+        let why =
+            "not a candidate: its PriorityClass is protected (rotation.protectedPriorityClasses)";
+        (RotationState::NotCandidate, why.to_owned())
+    } else if now < protected_until {
+        let why = format!(
+            "protected until {}, the end of its {:.0} s quantum",
+            crate::clock::rfc3339(protected_until),
+            w.quantum_seconds
+        );
+        (RotationState::Protected, why)
+    } else {
+        match share {
+            Some((held, entitled)) if held - entitled > margin => (
+                RotationState::Candidate,
+                format!(
+                    "past its quantum and tenant {} holds {held:.0} GPUs, entitled to \
+                     {entitled:.1}: it may be stopped for a tenant below its share, with \
+                     {notice} of notice",
+                    w.tenant
+                ),
+            ),
+            _ => (
+                RotationState::Safe,
+                format!(
+                    "past its quantum, but tenant {} is not above its share: it keeps running",
+                    w.tenant
+                ),
+            ),
+        }
+    };
+    RotationStatus {
+        state,
+        protected_until,
+        stop_at: w.stop.as_ref().map(|n| n.stop_at),
+        stop_for: w.stop.as_ref().map(|n| n.claim.to_string()),
+        warning_seconds: w.warning_seconds,
+        detail,
+    }
 }
 
 /// Explains the pod `namespace/name`, or `None` when the snapshot does not know it.
@@ -131,9 +238,7 @@ pub fn explain(
     policy: &SharePolicy,
     now: f64,
 ) -> Option<Explanation> {
-    let pod = cluster
-        .pods()
-        .find(|p| p.namespace == namespace && p.name == name)?;
+    let pod = find_pod(cluster, namespace, name)?;
     let state = cluster.workloads();
     let queue = state.queue();
     let key = &pod.workload;
@@ -201,6 +306,7 @@ pub fn explain(
         gate: describe(&pod_state, turn.as_ref(), queue.len_for(r), available, gpus),
         estimated_start: estimate,
         refreshed_at: state.report().map(|r| r.at),
+        rotation: None,
         resource,
     })
 }
@@ -234,6 +340,17 @@ fn describe(state: &PodState, turn: Option<&Turn>, total: usize, free: u64, gpus
         ),
         Step::Never(why) => format!("can never fit: {why}; it holds no one up"),
     }
+}
+
+/// The pod `namespace/name`, else a pod of the workload (Job or VM) of that name: a bound,
+/// active one first.
+fn find_pod<'a>(cluster: &'a ClusterSnapshot, namespace: &str, name: &str) -> Option<&'a GpuPod> {
+    let in_namespace = || cluster.pods().filter(move |p| p.namespace == namespace);
+    in_namespace().find(|p| p.name == name).or_else(|| {
+        in_namespace()
+            .filter(|p| p.workload.name == name)
+            .max_by_key(|p| (p.active, p.node_name.is_some()))
+    })
 }
 
 fn pod_state(cluster: &ClusterSnapshot, pod: &GpuPod) -> PodState {

@@ -86,6 +86,26 @@ pub struct WorkloadId {
     pub name: String,
 }
 
+impl WorkloadId {
+    /// Reads `kind/namespace/name` (the [`Display`](fmt::Display) form); `None` otherwise.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().splitn(3, '/');
+        let kind = match parts.next()? {
+            "job" => WorkloadKind::Job,
+            "vm" => WorkloadKind::VirtualMachine,
+            "pod" => WorkloadKind::Pod,
+            _ => return None,
+        };
+        let (namespace, name) = (parts.next()?, parts.next()?);
+        let ok = |s: &str| !s.is_empty() && !s.contains('/');
+        (ok(namespace) && ok(name)).then(|| WorkloadId {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
 impl fmt::Display for WorkloadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
@@ -150,6 +170,10 @@ pub struct GpuPod {
     /// `rota.io/preemptible: "false"`: the rotation loop never rotates its workload out.
     /// Default false (the annotation opts out, so pods without it stay preemptible).
     pub non_preemptible: bool,
+    /// `rota.io/stop-warning-seconds`: the notice the workload asks for before a stop.
+    pub stop_warning_seconds: Option<u64>,
+    /// The stop rota announced on a bare pod (`rota.io/stop-at` and `rota.io/stop-for`).
+    pub stop: Option<crate::core::rotation::StopNotice>,
 }
 
 impl GpuPod {

@@ -56,7 +56,7 @@ mod pool;
 mod tests;
 mod victims;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -70,6 +70,17 @@ use pool::Pool;
 pub const OVER_SHARE: &str = "over_share";
 /// `reason_code` of a resume: its tenant is below its share and GPUs are free.
 pub const RESUME_TURN: &str = "resume_turn";
+/// `reason_code` of a cancelled stop: the claim it made room for is no longer waiting
+/// (placed elsewhere, deleted, or resumed by hand).
+pub const CLAIM_GONE: &str = "claim_gone";
+/// `reason_code` of a cancelled stop: the claim's tenant is no longer below its share.
+pub const CLAIM_AT_SHARE: &str = "claim_at_share";
+/// `reason_code` of a cancelled stop: stopping it would now leave its own tenant below its
+/// share (by more than the margin).
+pub const VICTIM_AT_SHARE: &str = "victim_at_share";
+/// `reason_code` of a cancelled stop: the workload opted out (`rota.io/preemptible: "false"`)
+/// or is now of a protected PriorityClass.
+pub const OPTED_OUT: &str = "opted_out";
 
 /// At most this many index entries are examined per tenant and claim (entries too large for the
 /// tenant's slack or of too high a priority are skipped), which bounds a claim's cost.
@@ -115,6 +126,21 @@ pub struct RunningWorkload {
     pub protected: bool,
     /// PriorityClass value (a claim never displaces a workload of higher priority).
     pub priority: i32,
+    /// Notice its owner gets before it is stopped, already clamped (defaults: VM 300 s, Job
+    /// and Pod 0). 0 stops it at once when picked.
+    pub warning_seconds: f64,
+    /// The stop rota announced for it, if any (read back from the object, so a new leader
+    /// honours it).
+    pub stop: Option<StopNotice>,
+}
+
+/// A stop rota announced: the workload is stopped at `stop_at` to make room for `claim`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StopNotice {
+    /// When it is stopped, seconds (same clock as `PlanInput::now`).
+    pub stop_at: f64,
+    /// The waiting or rotated-out workload the GPUs are reserved for.
+    pub claim: WorkloadId,
 }
 
 impl RunningWorkload {
@@ -222,6 +248,20 @@ pub struct PlanInput {
     pub limits: Limits,
 }
 
+/// A stop announced this tick: the victim keeps running until `stop_at`, its GPUs reserved
+/// for `claim`; the actuator records the notice on the object and tells its owner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Warning {
+    /// The victim, its tenant and GPUs, and why (reason code [`OVER_SHARE`]).
+    pub action: Action,
+    /// When it will be stopped, seconds.
+    pub stop_at: f64,
+    /// The workload its GPUs go to.
+    pub claim: WorkloadId,
+    /// That workload's tenant.
+    pub claim_tenant: String,
+}
+
 /// One thing the planner wants done to one workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Action {
@@ -233,7 +273,8 @@ pub struct Action {
     pub gpus: u64,
     /// A human sentence explaining why.
     pub reason: String,
-    /// A bounded label for metrics: [`OVER_SHARE`] or [`RESUME_TURN`].
+    /// A bounded label for metrics: [`OVER_SHARE`] or [`RESUME_TURN`]; for a cancelled stop,
+    /// why ([`CLAIM_GONE`], [`CLAIM_AT_SHARE`], [`VICTIM_AT_SHARE`], [`OPTED_OUT`]).
     pub reason_code: &'static str,
 }
 
@@ -255,18 +296,26 @@ pub struct Transfer {
 /// What one tick should do.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    /// Running workloads to rotate out.
+    /// Running workloads to rotate out now (picked with no warning, or announced stops due).
     pub rotate_out: Vec<Action>,
     /// Rotated-out workloads to resume.
     pub resume: Vec<Action>,
     /// Why each rotation happened: the claim it serves (the history keeps the tenant pairs).
+    /// Only GPUs handed over this tick: an announced stop adds its transfer when it is due.
     pub transfers: Vec<Transfer>,
+    /// Stops announced this tick (victims with a warning period).
+    pub warnings: Vec<Warning>,
+    /// Announced stops called off (reason code says why); the notice is removed.
+    pub cancellations: Vec<Action>,
 }
 
 impl Plan {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.rotate_out.is_empty() && self.resume.is_empty()
+        self.rotate_out.is_empty()
+            && self.resume.is_empty()
+            && self.warnings.is_empty()
+            && self.cancellations.is_empty()
     }
 }
 
@@ -308,15 +357,15 @@ impl RotationHistory {
                 .or_default()
                 .resumed_at = Some(now);
         }
-        self.pairs = plan
-            .transfers
-            .iter()
-            .flat_map(|t| {
-                t.from_tenants
-                    .iter()
-                    .map(|f| (f.clone(), t.to_tenant.clone()))
-            })
-            .collect();
+        let handed = plan.transfers.iter().flat_map(|t| {
+            t.from_tenants
+                .iter()
+                .map(|f| (f.clone(), t.to_tenant.clone()))
+        });
+        // An announced stop is a decision too: no trading back on the next tick.
+        let announced =
+            (plan.warnings.iter()).map(|w| (w.action.tenant.clone(), w.claim_tenant.clone()));
+        self.pairs = handed.chain(announced).collect();
     }
 
     /// What is remembered of `id`.
@@ -381,11 +430,18 @@ fn plan_with(input: &PlanInput, history: &RotationHistory, skip: bool) -> Plan {
         // change the plan: skip the resource when none can happen (cap spent, or no tenant
         // owed or over beyond the margin).
         let resumes = rotated.clone().next().is_some();
-        if skip && !resumes && tick.rotations_left() == 0 {
+        // Announced stops are settled every tick (stopped when due, or cancelled).
+        let announced = (input.running.iter()).any(|w| w.resource == r && w.stop.is_some());
+        let keep_going = resumes || announced;
+        if skip && !keep_going && tick.rotations_left() == 0 {
             continue;
         }
         let mut pool = Pool::new(state, &input.running, &tick);
-        if skip && !resumes && !pool.may_rotate(tick.limits.margin_gpus) {
+        let promised = match announced {
+            true => tick.settle_notices(&mut pool, input, r),
+            false => FxHashSet::default(),
+        };
+        if skip && !keep_going && !pool.may_rotate(tick.limits.margin_gpus) {
             continue;
         }
         let waiting = input.waiting.iter().filter(|w| w.resource == r);
@@ -396,6 +452,10 @@ fn plan_with(input: &PlanInput, history: &RotationHistory, skip: bool) -> Plan {
             // which no later claim reads.
             if skip && tick.rotations_left() == 0 && last_resume.is_none_or(|l| i > l) {
                 break;
+            }
+            // GPUs are already promised to it: no second victim for the same claim.
+            if promised.contains(&claim.workload.id) {
+                continue;
             }
             tick.serve(&mut pool, claim, skip);
         }
@@ -504,7 +564,11 @@ impl<'a> Tick<'a> {
         let Some(choice) = pool.search(claim, self) else {
             return;
         };
-        let from = pool.commit(&choice, claim, self);
+        let Some(from) = pool.commit(&choice, claim, self) else {
+            // Announced: the victims run out their warning; the claim waits for them.
+            pool.start(claim.tenant, w.gpus);
+            return;
+        };
         if claim.resume {
             self.resume(pool, claim, "GPUs were freed by rotation");
         } else {
@@ -516,6 +580,144 @@ impl<'a> Tick<'a> {
             resource: w.resource.clone(),
             gpus: w.gpus,
             from_tenants: from,
+        });
+    }
+
+    /// Settles the announced stops of resource `r`, grouped by the claim they make room for:
+    /// a group whose claim no longer needs it is cancelled; otherwise its victims count as
+    /// gone and its claim as started (the GPUs are promised), and the victims are stopped
+    /// once due (then the transfer, and the resume of a rotated-out claim, follow). Returns
+    /// the claims whose GPUs are promised.
+    fn settle_notices(
+        &mut self,
+        pool: &mut Pool<'a>,
+        input: &'a PlanInput,
+        r: &str,
+    ) -> FxHashSet<&'a WorkloadId> {
+        let mut groups: BTreeMap<&'a WorkloadId, Vec<&'a RunningWorkload>> = BTreeMap::new();
+        for w in input.running.iter().filter(|w| w.resource == r) {
+            if let Some(notice) = &w.stop {
+                groups.entry(&notice.claim).or_default().push(w);
+            }
+        }
+        let mut claims: FxHashMap<&WorkloadId, (&'a WaitingWorkload, bool)> = (input.waiting)
+            .iter()
+            .filter(|w| w.resource == r && groups.contains_key(&w.id))
+            .map(|w| (&w.id, (w, false)))
+            .collect();
+        for o in input.rotated_out.iter().map(|o| &o.workload) {
+            if o.resource == r && groups.contains_key(&o.id) {
+                claims.entry(&o.id).or_insert((o, true));
+            }
+        }
+        let mut promised = FxHashSet::default();
+        for (id, victims) in groups {
+            let found = claims.get(id).and_then(|&(workload, resume)| {
+                let tenant = pool.tenant(&workload.tenant)?;
+                Some(Claim {
+                    workload,
+                    tenant,
+                    resume,
+                })
+            });
+            match self.still_needed(pool, found.as_ref(), &victims) {
+                Ok(()) => {
+                    if let Some(claim) = found {
+                        promised.insert(id);
+                        self.keep_promise(pool, &claim, &victims);
+                    }
+                }
+                Err((code, why)) => {
+                    for v in victims {
+                        self.plan
+                            .cancellations
+                            .push(cancellation(v, id, code, &why));
+                    }
+                }
+            }
+        }
+        promised
+    }
+
+    /// Whether an announced stop still serves its claim; else the reason code and sentence.
+    fn still_needed(
+        &self,
+        pool: &Pool<'a>,
+        claim: Option<&Claim<'a>>,
+        victims: &[&RunningWorkload],
+    ) -> Result<(), (&'static str, String)> {
+        let Some(claim) = claim else {
+            return Err((
+                CLAIM_GONE,
+                "it no longer waits (placed elsewhere or deleted)".into(),
+            ));
+        };
+        if let Some(v) = victims.iter().find(|v| !v.preemptible || v.protected) {
+            return Err((OPTED_OUT, format!("{} may no longer be rotated out", v.id)));
+        }
+        if !pool.below_share(claim.tenant) {
+            let why = format!(
+                "tenant {} is no longer below its share",
+                claim.workload.tenant
+            );
+            return Err((CLAIM_AT_SHARE, why));
+        }
+        let mut given: BTreeMap<&str, u64> = BTreeMap::new();
+        for v in victims {
+            let slot = given.entry(&v.tenant).or_default();
+            *slot = slot.saturating_add(v.gpus());
+        }
+        for (tenant, gpus) in given {
+            if !pool.keeps_share(tenant, gpus, self.limits.margin_gpus) {
+                let why = format!("tenant {tenant} would fall below its share");
+                return Err((VICTIM_AT_SHARE, why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The promise of an announced stop: its GPUs go to `claim`; due victims are stopped.
+    fn keep_promise(
+        &mut self,
+        pool: &mut Pool<'a>,
+        claim: &Claim<'a>,
+        victims: &[&RunningWorkload],
+    ) {
+        let mut due = 0;
+        for v in victims {
+            pool.leave(&v.tenant, v.gpus());
+            // A time that cannot be compared counts as due: a promise never holds forever.
+            if v.stop.as_ref().is_some_and(|n| !(n.stop_at > self.now)) {
+                due += 1;
+                let reason = format!(
+                    "announced stop is due: its GPUs go to {} (tenant {}, below its share)",
+                    claim.workload.id, claim.workload.tenant
+                );
+                self.plan.rotate_out.push(Action {
+                    workload: v.id.clone(),
+                    tenant: v.tenant.clone(),
+                    gpus: v.gpus(),
+                    reason,
+                    reason_code: OVER_SHARE,
+                });
+            }
+        }
+        let w = claim.workload;
+        if due < victims.len() {
+            pool.start(claim.tenant, w.gpus);
+            return;
+        }
+        if claim.resume {
+            self.resume(pool, claim, "GPUs were freed by an announced rotation");
+        } else {
+            pool.start(claim.tenant, w.gpus);
+        }
+        self.plan.transfers.push(Transfer {
+            to: w.id.clone(),
+            to_tenant: w.tenant.clone(),
+            resource: w.resource.clone(),
+            gpus: w.gpus,
+            from_tenants: victims.iter().map(|v| v.tenant.clone()).collect(),
         });
     }
 
@@ -537,6 +739,22 @@ impl<'a> Tick<'a> {
             reason,
             reason_code: RESUME_TURN,
         });
+    }
+}
+
+/// The cancellation of `victim`'s announced stop for `claim`.
+fn cancellation(
+    victim: &RunningWorkload,
+    claim: &WorkloadId,
+    code: &'static str,
+    why: &str,
+) -> Action {
+    Action {
+        workload: victim.id.clone(),
+        tenant: victim.tenant.clone(),
+        gpus: victim.gpus(),
+        reason: format!("the stop announced to make room for {claim} is cancelled: {why}"),
+        reason_code: code,
     }
 }
 

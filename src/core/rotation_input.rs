@@ -26,21 +26,50 @@ use super::cluster::ClusterSnapshot;
 use super::model::{GpuPod, WorkloadId};
 use super::quantity::saturating_sum;
 use super::rotation::{
-    Limits, PlanInput, ResourceState, RotatedOutWorkload, RunningWorkload, Spread, TenantShare,
-    WaitingWorkload,
+    Limits, PlanInput, ResourceState, RotatedOutWorkload, RunningWorkload, Spread, StopNotice,
+    TenantShare, WaitingWorkload,
 };
 use super::workloads::counts_capacity;
 
+/// What a workload's object (a Job or VM; a bare pod carries them itself) says about its
+/// rotation, read from its annotations: the stop rota announced, the notice the owner asks
+/// for, and whether it opted out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadMarks {
+    /// `rota.io/stop-at` with `rota.io/stop-for`.
+    pub stop: Option<StopNotice>,
+    /// `rota.io/stop-warning-seconds`.
+    pub warning_seconds: Option<u64>,
+    /// `rota.io/preemptible: "false"`.
+    pub non_preemptible: bool,
+}
+
+impl WorkloadMarks {
+    /// Nothing marked: such entries need not be kept.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Marks by workload, for the Jobs and VMs that have any.
+pub type MarksById = BTreeMap<WorkloadId, WorkloadMarks>;
+
 /// The planner's input at `now` (unix seconds) from `snapshot` (whose fair share was refreshed
 /// recently: entitlements come from its last report), the workloads rota holds rotated out,
-/// and the config.
+/// the marks on Job and VM objects, and the config.
 pub fn build_plan_input(
     snapshot: &ClusterSnapshot,
     rotated_out: &[RotatedOutWorkload],
+    marks: &MarksById,
     config: &ValidConfig,
     now: f64,
 ) -> PlanInput {
     let mut running = running(snapshot, config, now);
+    for w in &mut running {
+        if let Some(m) = marks.get(&w.id) {
+            apply_marks(w, m, config);
+        }
+    }
     let stopping = stopping(&mut running, rotated_out);
     PlanInput {
         now,
@@ -76,6 +105,18 @@ fn stopping(
     leaving
 }
 
+/// The object's marks win over its pods': the object is where rota writes its notices, and
+/// where an owner opts out or asks for notice.
+fn apply_marks(w: &mut RunningWorkload, marks: &WorkloadMarks, config: &ValidConfig) {
+    if marks.stop.is_some() {
+        w.stop.clone_from(&marks.stop);
+    }
+    if let Some(asked) = marks.warning_seconds {
+        w.warning_seconds = config.warning_for(w.id.kind, Some(asked)) as f64;
+    }
+    w.preemptible &= !marks.non_preemptible;
+}
+
 /// What the bound pods of one workload add up to.
 #[derive(Default)]
 struct Running {
@@ -87,6 +128,8 @@ struct Running {
     priority: Option<i32>,
     protected: bool,
     non_preemptible: bool,
+    warning: Option<u64>,
+    stop: Option<StopNotice>,
 }
 
 impl Running {
@@ -111,6 +154,10 @@ impl Running {
         self.priority = self.priority.max(Some(pod.priority));
         self.protected |= config.is_protected_priority_class(pod.priority_class.as_deref());
         self.non_preemptible |= pod.non_preemptible;
+        self.warning = self.warning.max(pod.stop_warning_seconds);
+        if self.stop.is_none() {
+            self.stop.clone_from(&pod.stop);
+        }
     }
 
     fn into_workload(
@@ -141,9 +188,39 @@ impl Running {
             preemptible: !self.non_preemptible,
             protected: self.protected,
             priority: self.priority.unwrap_or(0),
+            warning_seconds: config.warning_for(id.kind, self.warning) as f64,
+            stop: self.stop,
             id,
         })
     }
+}
+
+/// The running workload `id` as the planner would see it (its object's `marks` applied), or
+/// `None` when it holds no GPU. O(pods): for `explain`, not for the planner.
+pub fn running_workload(
+    snapshot: &ClusterSnapshot,
+    id: &WorkloadId,
+    marks: Option<&WorkloadMarks>,
+    config: &ValidConfig,
+    now: f64,
+) -> Option<RunningWorkload> {
+    let mut acc = Running::default();
+    let pods = snapshot
+        .pods()
+        .filter(|p| &p.workload == id && p.holds_gpus());
+    for pod in pods {
+        if let Some(node) = pod.node_name.as_deref() {
+            acc.add(pod, node, config);
+        }
+    }
+    if let Some(w) = snapshot.workloads().workload(id) {
+        acc.tenant = w.tenant().to_owned();
+    }
+    let mut w = acc.into_workload(id.clone(), config, now)?;
+    if let Some(m) = marks {
+        apply_marks(&mut w, m, config);
+    }
+    (w.gpus() > 0).then_some(w)
 }
 
 /// Running workloads: bound, active GPU pods grouped by workload, sorted by id.
@@ -338,7 +415,13 @@ mod tests {
         let mut done = pod("e", &job, "physics", 2, Some("n1"));
         done.active = false;
         snap.upsert_pod(done);
-        let input = build_plan_input(&refreshed(snap, &config), &[], &config, NOW);
+        let input = build_plan_input(
+            &refreshed(snap, &config),
+            &[],
+            &MarksById::new(),
+            &config,
+            NOW,
+        );
         assert_eq!(input.running.len(), 1);
         let w = &input.running[0];
         assert_eq!(w.id, job);
@@ -366,7 +449,7 @@ mod tests {
         snap.upsert_pod(pod("q", &id(WorkloadKind::Job, "wait"), "b", 4, None));
         let snap = refreshed(snap, &config);
         let plan_for = |rotated: &[RotatedOutWorkload]| {
-            let input = build_plan_input(&snap, rotated, &config, NOW);
+            let input = build_plan_input(&snap, rotated, &MarksById::new(), &config, NOW);
             let plan = crate::core::rotation::plan(&input, &RotationHistory::new());
             (input, plan)
         };
@@ -422,7 +505,13 @@ mod tests {
         let mut p = pod("5", &guarded, "t", 1, Some("n1"));
         p.priority_class = Some("critical".into());
         snap.upsert_pod(p);
-        let input = build_plan_input(&refreshed(snap, &config), &[], &config, NOW);
+        let input = build_plan_input(
+            &refreshed(snap, &config),
+            &[],
+            &MarksById::new(),
+            &config,
+            NOW,
+        );
         let get = |i: &WorkloadId| input.running.iter().find(|w| &w.id == i).unwrap();
         let q = &config.quantum;
         assert_eq!(get(&short).quantum_seconds, q.min_seconds as f64);
@@ -483,7 +572,7 @@ mod tests {
         };
         let suspended = id(WorkloadKind::Job, "suspended");
         let rotated = [out(&early), out(&suspended)];
-        let input = build_plan_input(&snap, &rotated, &config, NOW);
+        let input = build_plan_input(&snap, &rotated, &MarksById::new(), &config, NOW);
         let order: Vec<WorkloadId> = input.waiting.iter().map(|w| w.id.clone()).collect();
         assert_eq!(order, expected);
         let g = input.waiting.iter().find(|w| w.id == gang).unwrap();

@@ -14,9 +14,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
 
 use crate::clock;
-use crate::core::explain::{Explanation, PodState};
+use crate::core::explain::{rotation_status, Explanation, PodState, RotationStatus};
 use crate::core::fairshare::SharePolicy;
 use crate::core::gate::gpus;
+use crate::core::rotation_input::running_workload;
+use crate::core::WorkloadId;
 use crate::http::Response;
 
 use super::Context;
@@ -39,14 +41,12 @@ pub fn handle(ctx: &Context, path: &str) -> Response {
         );
     };
     let policy = SharePolicy::from_config(&ctx.config);
-    match ctx.view.explain(namespace, name, &policy, clock::now_seconds()) {
-        Some(explanation) => match serde_json::to_vec(&explanation) {
-            Ok(body) => Response::json(StatusCode::OK, body),
-            Err(err) => Response::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode the explanation: {err}"),
-            ),
-        },
+    let now = clock::now_seconds();
+    match ctx.view.explain(namespace, name, &policy, now) {
+        Some(mut explanation) => {
+            explanation.rotation = rotation(ctx, &explanation, now);
+            encoded(&explanation)
+        }
         // Without an API server the view learns Nodes from requests, never pods.
         None if ctx.learn_nodes => Response::error(
             StatusCode::NOT_FOUND,
@@ -56,8 +56,40 @@ pub fn handle(ctx: &Context, path: &str) -> Response {
         None => Response::error(
             StatusCode::NOT_FOUND,
             format!(
-                "pod {namespace}/{name} is not in rota's cluster view: it does not exist, requests no managed GPU, or has not been seen yet"
+                "{namespace}/{name} is not in rota's cluster view: no pod or workload of that name \
+                 holds or waits for a managed GPU (it does not exist, is stopped, or has not been \
+                 seen yet)"
             ),
+        ),
+    }
+}
+
+/// The rotation side of a running workload's explanation (module `core::explain`).
+fn rotation(ctx: &Context, e: &Explanation, now: f64) -> Option<RotationStatus> {
+    if e.state != PodState::Running {
+        return None;
+    }
+    let id = WorkloadId::parse(&e.workload)?;
+    let marks = ctx.rotation_marks.as_ref().and_then(|m| m.marks_of(&id));
+    let w = ctx
+        .view
+        .with_snapshot(|s| running_workload(s, &id, marks.as_ref(), &ctx.config, now))?;
+    let t = &e.tenant_share;
+    let share = t.entitled.map(|entitled| (t.held as f64, entitled));
+    Some(rotation_status(
+        &w,
+        share,
+        ctx.config.rotation.margin_gpus,
+        now,
+    ))
+}
+
+fn encoded(explanation: &Explanation) -> Response {
+    match serde_json::to_vec(explanation) {
+        Ok(body) => Response::json(StatusCode::OK, body),
+        Err(err) => Response::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the explanation: {err}"),
         ),
     }
 }
@@ -163,6 +195,9 @@ pub fn summary(e: &Explanation) -> String {
                 a.workload, a.tenant, a.gpus, a.priority
             );
         }
+    }
+    if let Some(r) = &e.rotation {
+        let _ = writeln!(out, "Rotation: {}.", r.detail);
     }
     let _ = writeln!(out, "Gate: {}.", e.gate);
     let start = match e.estimated_start.seconds {

@@ -34,6 +34,9 @@ pub struct Context {
     /// Where the filter reports pods the gate holds back, for rate-limited Events; `None`
     /// without an API server and in tests.
     pub held_events: Option<crate::write::held_events::HeldSender>,
+    /// The rotation marks of Jobs and VMs (announced stops, opt-outs) that `explain` reports;
+    /// `None` without an API server and in tests.
+    pub rotation_marks: Option<Arc<crate::read::rotated_out::RotatedOutIndex>>,
 }
 
 /// The extender HTTP handler.

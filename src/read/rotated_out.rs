@@ -7,9 +7,13 @@
 //!   watcher(VirtualMachine)┴─▶ job_entry / vm_entry ──▶ RotatedOutIndex ──▶ list() (planner)
 //! ```
 //!
+//! The same watches keep each Job's and VM's rotation marks (`core::rotation_input::
+//! WorkloadMarks`: an announced stop, the notice asked for, an opt-out), which live on the
+//! object rather than its pods, so that any leader reads the stops another announced.
+//!
 //! Invariants: an object is indexed only while it has rota's annotation *and* is still out
-//! (Job `spec.suspend: true`, VM `runStrategy: Halted`): one resumed by hand is no longer
-//! offered for resume; a re-list replaces one kind's entries at once; watch errors are retried
+//! (Job `spec.suspend: true`, VM `runStrategy: Halted`, or `Manual` with no instance up): one
+//! resumed by hand is no longer offered for resume; a re-list replaces one kind's entries at once; watch errors are retried
 //! with backoff and never end the watcher. When the VirtualMachine CRD is absent the VM watcher
 //! logs once at info and keeps backing off quietly.
 //! Must not: write to the API server, or decide what to resume (`core::rotation` does).
@@ -31,7 +35,9 @@ use serde_json::Value;
 
 use crate::core::model::GpuCounts;
 use crate::core::rotation::{RotatedOutWorkload, Spread, WaitingWorkload};
+use crate::core::rotation_input::{MarksById, WorkloadMarks};
 use crate::core::{WorkloadId, WorkloadKind};
+use crate::read::view::translate::workload_marks;
 use crate::read::view::{translate, ViewSettings};
 
 use super::feeder::{drain, FeedMetrics, Feeder, Index};
@@ -41,10 +47,29 @@ use crate::readiness::Readiness;
 /// The VirtualMachine `runStrategy` of a stopped VM.
 pub const HALTED: &str = "Halted";
 
-/// Workloads rota holds rotated out, by id; shared by the watchers and the planner.
+/// The run strategy under which a VM is started and stopped only through its `start` and
+/// `stop` subresources.
+pub const MANUAL: &str = "Manual";
+
+/// Whether a VM's instance is up or coming up, from its `status.printableStatus`: starting,
+/// running, migrating or paused (a paused VM keeps its GPUs). Stopping, stopped or unknown
+/// is not up.
+pub fn vm_instance_up(status: Option<&Value>) -> bool {
+    let printable = status
+        .and_then(|s| s.get("printableStatus"))
+        .and_then(Value::as_str);
+    matches!(
+        printable,
+        Some("Starting" | "Running" | "Migrating" | "Paused" | "Provisioning")
+    )
+}
+
+/// Workloads rota holds rotated out, by id, and the rotation marks of every Job and VM that
+/// has any (announced stops, asked notice, opt-outs); shared by the watchers and the planner.
 #[derive(Debug, Default)]
 pub struct RotatedOutIndex {
     entries: parking_lot::RwLock<BTreeMap<WorkloadId, RotatedOutWorkload>>,
+    marks: parking_lot::RwLock<MarksById>,
     /// Kinds whose first full list is in (or whose API is not installed).
     listed: parking_lot::RwLock<std::collections::BTreeSet<WorkloadKind>>,
 }
@@ -68,11 +93,38 @@ impl RotatedOutIndex {
         }
     }
 
+    /// Sets `id`'s marks (empty marks remove the entry).
+    pub fn set_marks(&self, id: WorkloadId, marks: WorkloadMarks) {
+        let mut all = self.marks.write();
+        if marks.is_empty() {
+            all.remove(&id);
+        } else {
+            all.insert(id, marks);
+        }
+    }
+
     /// Replaces every entry of `kind` with `items` (after a full list).
     pub fn replace_kind(&self, kind: WorkloadKind, items: Vec<RotatedOutWorkload>) {
         let mut entries = self.entries.write();
         entries.retain(|id, _| id.kind != kind);
         entries.extend(items.into_iter().map(|e| (e.workload.id.clone(), e)));
+    }
+
+    /// Replaces the marks of every `kind` object with `items` (after a full list).
+    pub fn replace_marks(&self, kind: WorkloadKind, items: Vec<(WorkloadId, WorkloadMarks)>) {
+        let mut all = self.marks.write();
+        all.retain(|id, _| id.kind != kind);
+        all.extend(items.into_iter().filter(|(_, m)| !m.is_empty()));
+    }
+
+    /// The marks of every Job and VM that has any.
+    pub fn marks(&self) -> MarksById {
+        self.marks.read().clone()
+    }
+
+    /// The marks of one workload's object, if any.
+    pub fn marks_of(&self, id: &WorkloadId) -> Option<WorkloadMarks> {
+        self.marks.read().get(id).cloned()
     }
 
     /// Marks `kind`'s first full list as in (or its API as absent).
@@ -165,7 +217,13 @@ pub fn job_entry(job: &Job, settings: &ViewSettings) -> Option<RotatedOutWorkloa
 pub fn vm_entry(vm: &DynamicObject, settings: &ViewSettings) -> Option<RotatedOutWorkload> {
     let at = rotated_out_at(vm.annotations())?;
     let spec = vm.data.get("spec")?;
-    if spec.get("runStrategy").and_then(Value::as_str) != Some(HALTED) {
+    let out = match spec.get("runStrategy").and_then(Value::as_str) {
+        Some(HALTED) => true,
+        // Stopped through the `stop` subresource: the strategy stays, the instance goes.
+        Some(MANUAL) => !vm_instance_up(vm.data.get("status")),
+        _ => false,
+    };
+    if !out {
         return None;
     }
     let template = spec.get("template");
@@ -394,12 +452,19 @@ where
     }
 }
 
+/// What one object adds to the index: its entry (when rotated out) and its marks.
+pub struct Indexed {
+    id: WorkloadId,
+    out: Option<RotatedOutWorkload>,
+    marks: WorkloadMarks,
+}
+
 impl<K, F> Index<K> for RotatedOutFeed<'_, K, F>
 where
     K: ResourceExt,
     F: Fn(&K) -> Option<RotatedOutWorkload> + Send + Sync,
 {
-    type Item = RotatedOutWorkload;
+    type Item = Indexed;
 
     fn kind(&self) -> &'static str {
         match self.kind {
@@ -409,20 +474,37 @@ where
         }
     }
 
-    fn item(&self, obj: &K) -> Option<RotatedOutWorkload> {
-        (self.entry)(obj)
+    fn item(&self, obj: &K) -> Option<Indexed> {
+        let item = Indexed {
+            id: id(self.kind, obj),
+            out: (self.entry)(obj),
+            marks: workload_marks(Some(obj.annotations())),
+        };
+        (item.out.is_some() || !item.marks.is_empty()).then_some(item)
     }
 
     fn apply(&self, obj: &K) {
-        self.index.set(id(self.kind, obj), (self.entry)(obj));
+        let id = id(self.kind, obj);
+        self.index.set(id.clone(), (self.entry)(obj));
+        self.index
+            .set_marks(id, workload_marks(Some(obj.annotations())));
     }
 
     fn delete(&self, obj: &K) {
-        self.index.set(id(self.kind, obj), None);
+        let id = id(self.kind, obj);
+        self.index.set(id.clone(), None);
+        self.index.set_marks(id, WorkloadMarks::default());
     }
 
-    fn replace(&self, items: Vec<RotatedOutWorkload>) {
-        self.index.replace_kind(self.kind, items);
+    fn replace(&self, items: Vec<Indexed>) {
+        let mut out = Vec::new();
+        let mut marks = Vec::with_capacity(items.len());
+        for item in items {
+            out.extend(item.out);
+            marks.push((item.id, item.marks));
+        }
+        self.index.replace_marks(self.kind, marks);
+        self.index.replace_kind(self.kind, out);
         self.index.mark_listed(self.kind);
         self.missing_logged.store(false, Ordering::Relaxed);
     }

@@ -234,6 +234,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .and_then(report::unplaceable_note)
         .into_iter()
         .collect();
+    notes.extend(summaries.iter().filter_map(report::warning_note));
     notes.push(report::timing_line(&summaries, &timing));
     match text {
         true => {

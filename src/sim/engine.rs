@@ -276,6 +276,20 @@ impl<'t> Sim<'t> {
         true
     }
 
+    /// Counts a stop announced ahead for `job` (it keeps running until then).
+    pub fn note_warning(&mut self, job: JobId) {
+        if self.jobs.get(job as usize).is_some() {
+            self.recorder.warning();
+        }
+    }
+
+    /// Counts the cancellation of `job`'s announced stop.
+    pub fn note_cancellation(&mut self, job: JobId) {
+        if self.jobs.get(job as usize).is_some() {
+            self.recorder.cancellation();
+        }
+    }
+
     /// Suspends a running job: it releases its GPUs and keeps its progress minus the restart
     /// cost. Returns whether it was running.
     pub fn suspend(&mut self, job: JobId) -> bool {

@@ -63,6 +63,9 @@ pub struct Recorder {
     hour_covered: f64,
     tenants: Vec<TenantAccum>,
     preemptions_by_kind: [u64; 3],
+    /// Stops announced ahead (a warning period) and announced stops cancelled.
+    warnings: u64,
+    cancellations: u64,
     /// Held and entitled GPUs over the whole run (warm-up included), for the shares charts.
     pub shares: ShareSeries,
 }
@@ -81,6 +84,8 @@ impl Recorder {
             hour_covered: 0.0,
             tenants: vec![TenantAccum::default(); trace.tenants.len()],
             preemptions_by_kind: [0; 3],
+            warnings: 0,
+            cancellations: 0,
             shares: ShareSeries::new(trace.tenants.len()),
         }
     }
@@ -158,6 +163,16 @@ impl Recorder {
         acc.preemptions += 1;
         acc.lost_gpu_seconds += lost_gpu_seconds;
         self.preemptions_by_kind[kind_index(kind)] += 1;
+    }
+
+    /// A stop was announced ahead (the job keeps its GPUs until then).
+    pub fn warning(&mut self) {
+        self.warnings += 1;
+    }
+
+    /// An announced stop was cancelled (the job keeps running).
+    pub fn cancellation(&mut self) {
+        self.cancellations += 1;
     }
 
     /// Closes the last hour at the end of the run.
@@ -351,6 +366,10 @@ pub struct PolicySummary {
     pub preemptions_vms: u64,
     /// GPU-seconds of work lost to suspensions.
     pub lost_gpu_seconds: f64,
+    /// Stops announced with a warning period (`rotation.warning`), before they happened.
+    pub rotation_warnings: u64,
+    /// Announced stops cancelled because their claim no longer needed them.
+    pub rotation_cancellations: u64,
     /// Events handled.
     pub events: u64,
     /// Per tenant.
@@ -429,6 +448,8 @@ pub fn summarize(trace: &Trace, run: &RunOutcome, alone: &[Option<f64>]) -> Poli
         preemptions_jobs: rec.preemptions_by_kind[0],
         preemptions_vms: rec.preemptions_by_kind[1],
         lost_gpu_seconds: rec.tenants.iter().map(|t| t.lost_gpu_seconds).sum(),
+        rotation_warnings: rec.warnings,
+        rotation_cancellations: rec.cancellations,
         events: run.events,
         tenants,
     }
@@ -599,6 +620,19 @@ pub fn unplaceable_note(s: &PolicySummary) -> Option<String> {
         "unplaceable: {} jobs ask for more GPUs than any node pool of this cluster holds; they were reported, not queued ({})",
         s.jobs_unplaceable,
         per_tenant.join(", ")
+    ))
+}
+
+/// One line on the stops announced ahead (`rotation.warning`) by a policy that warns; `None`
+/// when it announced none.
+pub fn warning_note(s: &PolicySummary) -> Option<String> {
+    if s.rotation_warnings == 0 {
+        return None;
+    }
+    Some(format!(
+        "{}: {} stops announced ahead (rotation.warning; the GPUs stay with the workload until \
+         then), {} cancelled because the waiting job no longer needed them",
+        s.policy, s.rotation_warnings, s.rotation_cancellations
     ))
 }
 

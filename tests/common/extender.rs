@@ -36,6 +36,7 @@ impl ExtenderServer {
             config: Arc::new(config),
             learn_nodes: true,
             held_events: None,
+            rotation_marks: None,
         };
         let extender = Arc::new(Extender::new(ctx, registry).unwrap());
         // Bind first and hand the bound listener over: no pick-then-bind race.

@@ -60,6 +60,9 @@ pub fn verbs_of(call: &str) -> &'static [&'static str] {
         "delete_collection(" => &["deletecollection"],
         "create_subresource" | "api.evict(" => &["create"],
         "read_decide_patch(" => &["get", "patch"],
+        "read_object(" => &["get"],
+        "patch_decided(" => &["patch"],
+        "vm_subresource(" => &["update"],
         "Recorder::new(" => &["create", "patch"],
         other => panic!("rbac-uses.tsv: unknown call token {other:?}"),
     }
@@ -67,6 +70,13 @@ pub fn verbs_of(call: &str) -> &'static [&'static str] {
 
 /// Call tokens that go to a subresource (`<plural>/eviction`).
 pub const SUBRESOURCE_CALLS: [&str; 2] = ["create_subresource", "api.evict("];
+
+/// KubeVirt's `start` and `stop` subresources of a VirtualMachine, served by virt-api under
+/// their own group: `(group, resources)` of the `vm_subresource(` token.
+pub const VM_SUBRESOURCES: (&str, [&str; 2]) = (
+    "subresources.kubevirt.io",
+    ["virtualmachines/start", "virtualmachines/stop"],
+);
 
 /// API group and plural of the kinds rota knows; a kind missing here fails the test until
 /// someone adds it (and its table rows).
@@ -87,7 +97,7 @@ pub fn resource_of(kind: &str) -> Option<(&'static str, &'static str)> {
 /// Names that rota or std also use for other things (`get`, `list`, `patch`, `create`,
 /// `replace`, `delete`, `evict`) count only on a value named `api` (`api.patch(`,
 /// `self.api.replace(`): rota's convention for its `Api` values. The rest count anywhere.
-const API_CALLS: [&str; 15] = [
+const API_CALLS: [&str; 18] = [
     "watcher(",
     "get_opt(",
     "get_status(",
@@ -96,6 +106,9 @@ const API_CALLS: [&str; 15] = [
     "delete_collection(",
     "create_subresource",
     "read_decide_patch(",
+    "read_object(",
+    "patch_decided(",
+    "vm_subresource(",
     "api.get(",
     "api.list(",
     "api.patch(",

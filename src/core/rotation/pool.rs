@@ -21,7 +21,7 @@ use super::super::fairshare::Standing;
 use super::victims::{Rank, Victims, FIRST};
 use super::{
     Action, Claim, Gpus, ResourceState, RotatedOutWorkload, RunningWorkload, Spread, Tick,
-    WaitingWorkload, EPS, MAX_NODE_PROBES, MAX_SCAN_PER_TENANT, OVER_SHARE,
+    WaitingWorkload, Warning, EPS, MAX_NODE_PROBES, MAX_SCAN_PER_TENANT, OVER_SHARE,
 };
 
 fn sane(x: f64) -> f64 {
@@ -242,8 +242,10 @@ impl<'a> Pool<'a> {
         let t = self.tenant_of(&w.tenant, memo)?;
         let gpus = w.gpus();
         let excess = self.held[t] - self.entitled[t];
+        // One with a stop announced is promised already: never a victim twice.
         let eligible = w.preemptible
             && !w.protected
+            && w.stop.is_none()
             && gpus > 0
             && excess > tick.limits.margin_gpus
             && gpus as f64 <= excess + EPS;
@@ -468,6 +470,31 @@ impl<'a> Pool<'a> {
     pub(super) fn may_resume(&self, t: usize, gpus: u64) -> bool {
         let (p, e) = (self.planned[t], self.entitled[t]);
         self.expected[t] < e - EPS && (p + gpus as f64 - e).abs() < (p - e).abs() - EPS
+    }
+
+    /// The index of tenant `name`, if it has a known entitlement.
+    pub(super) fn tenant(&self, name: &str) -> Option<usize> {
+        self.tenant_ix.get(name).copied()
+    }
+
+    /// The tenant is below its entitlement (by any amount).
+    pub(super) fn below_share(&self, t: usize) -> bool {
+        self.entitled[t] - self.expected[t] > EPS
+    }
+
+    /// Giving up `gpus` more leaves tenant `name` no further below its entitlement than the
+    /// margin (an unknown tenant never keeps it: its entitlement is unknown).
+    pub(super) fn keeps_share(&self, name: &str, gpus: u64, margin: f64) -> bool {
+        self.tenant(name)
+            .is_some_and(|t| self.excess(t) - gpus as f64 >= -margin - EPS)
+    }
+
+    /// A workload of tenant `name` leaves (its announced stop is kept).
+    pub(super) fn leave(&mut self, name: &str, gpus: u64) {
+        if let Some(t) = self.tenant(name) {
+            self.planned[t] -= gpus as f64;
+            self.expected[t] -= gpus as f64;
+        }
     }
 
     /// The tenant is owed more than the margin.
@@ -695,23 +722,31 @@ impl<'a> Pool<'a> {
     }
 
     /// Carries out a choice in the pool and the plan: victims rotated out, their GPUs freed,
-    /// the claim's GPUs taken. Returns the victims' tenants, in order.
+    /// the claim's GPUs taken; returns the victims' tenants, in order. When a victim has a
+    /// warning period the stops are announced instead (all at the end of the longest
+    /// warning, so the claim gets its GPUs at once), nothing is freed, and `None` returns.
     pub(super) fn commit(
         &mut self,
         choice: &Choice,
         claim: &Claim<'a>,
         tick: &mut Tick<'a>,
-    ) -> Vec<String> {
+    ) -> Option<Vec<String>> {
+        let warning = (choice.victims.iter())
+            .map(|&id| self.victims.get(id).w.warning_seconds)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .fold(0.0, f64::max);
         let mut from = Vec::with_capacity(choice.victims.len());
         let mut freed_on = Vec::new();
         for &id in &choice.victims {
             let action = self.rotation_action(id, claim, tick.now);
             self.victims.take(id, &self.free);
             let (t, gpus) = (self.victims.get(id).tenant, self.victims.get(id).gpus);
-            for i in 0..self.victims.nodes_of(id).len() {
-                let (n, g) = self.victims.nodes_of(id)[i];
-                self.set_free(n, self.free[n] + g);
-                freed_on.push(n);
+            if warning == 0.0 {
+                for i in 0..self.victims.nodes_of(id).len() {
+                    let (n, g) = self.victims.nodes_of(id)[i];
+                    self.set_free(n, self.free[n] + g);
+                    freed_on.push(n);
+                }
             }
             self.planned[t] -= gpus as f64;
             self.expected[t] -= gpus as f64;
@@ -719,10 +754,22 @@ impl<'a> Pool<'a> {
             self.rotated[t] += 1;
             *tick.per_tenant.entry(self.names[t]).or_default() += 1;
             from.push(action.tenant.clone());
-            tick.plan.rotate_out.push(action);
+            if warning > 0.0 {
+                tick.plan.warnings.push(Warning {
+                    action,
+                    stop_at: tick.now + warning,
+                    claim: claim.workload.id.clone(),
+                    claim_tenant: claim.workload.tenant.clone(),
+                });
+            } else {
+                tick.plan.rotate_out.push(action);
+            }
+        }
+        if warning > 0.0 {
+            return None;
         }
         self.take_free(choice.site, claim.workload.gpus, &freed_on);
-        from
+        Some(from)
     }
 
     fn rotation_action(&self, id: u32, claim: &Claim<'a>, now: f64) -> Action {

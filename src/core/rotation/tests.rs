@@ -85,6 +85,8 @@ fn random_case(rng: &mut Rng) -> (PlanInput, RotationHistory) {
                 preemptible: rng.below(10) != 0,
                 protected: rng.below(10) == 0,
                 priority: rng.below(3) as i32 - 1,
+                warning_seconds: 0.0,
+                stop: None,
             });
             match rng.below(6) {
                 0 => history.record(

@@ -15,9 +15,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use super::ViewSettings;
 use crate::core::model::{GpuCounts, GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};
 use crate::core::quantity::{parse_bytes, parse_quantity};
+use crate::core::rotation::StopNotice;
+use crate::core::rotation_input::WorkloadMarks;
 use crate::names::{
     GANG_SIZE_ANNOTATION, GPU_MODELS_ANNOTATION, MIN_GPU_MEMORY_ANNOTATION, PREEMPTIBLE_ANNOTATION,
-    QUANTUM_ANNOTATION,
+    QUANTUM_ANNOTATION, STOP_AT, STOP_FOR, STOP_WARNING_ANNOTATION,
 };
 
 /// GFD label with the GPU product name (`NVIDIA-H100-80GB-HBM3`).
@@ -142,7 +144,10 @@ pub fn gpu_pod(pod: &Pod, settings: &ViewSettings) -> Result<GpuPod, TranslateEr
     };
     let gang_size = number(GANG_SIZE_ANNOTATION, 1).and_then(|n| u32::try_from(n).ok());
     let quantum_seconds = number(QUANTUM_ANNOTATION, 0);
+    let marks = workload_marks(meta.annotations.as_ref());
     Ok(GpuPod {
+        stop_warning_seconds: marks.warning_seconds,
+        stop: marks.stop,
         created_at: meta.creation_timestamp.as_ref().map(|t| unix_seconds(&t.0)),
         started_at: status
             .and_then(|s| s.start_time.as_ref())
@@ -193,6 +198,28 @@ fn annotation_number(
             "annotation {key}: {raw:?} is not a whole number between {min} and {}",
             u32::MAX
         )),
+    }
+}
+
+/// What an object's annotations say about its rotation: an announced stop (`rota.io/stop-at`
+/// with `rota.io/stop-for`; unreadable ones count as none, so a new notice replaces them), the
+/// warning it asks for, and whether it opted out. Jobs and VMs carry these on the object,
+/// bare pods on themselves.
+pub fn workload_marks(annotations: Option<&BTreeMap<String, String>>) -> WorkloadMarks {
+    let get = |key: &str| annotations.and_then(|a| a.get(key)).map(|v| v.trim());
+    let stop_at = get(STOP_AT)
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(crate::clock::seconds);
+    let claim = get(STOP_FOR).and_then(WorkloadId::parse);
+    WorkloadMarks {
+        stop: stop_at
+            .zip(claim)
+            .map(|(stop_at, claim)| StopNotice { stop_at, claim }),
+        warning_seconds: annotation_number(annotations, STOP_WARNING_ANNOTATION, 0)
+            .ok()
+            .flatten(),
+        non_preemptible: get(PREEMPTIBLE_ANNOTATION)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false")),
     }
 }
 

@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use crate::config::{QuantumConfig, RotaConfig};
+use crate::config::{QuantumConfig, RotaConfig, WarningConfig};
 use crate::core::fairshare::{entitlements, SharePolicy, Standing, TenantLoad};
 use crate::core::feasibility::{Fit, NeverFit};
 use crate::core::gate::{self, Step, Supply};
@@ -46,7 +46,7 @@ use crate::core::ledger::Ledger;
 use crate::core::queue::{FairQueue, QueueEntry, WithinTenant};
 use crate::core::rotation::{
     plan, Limits, Plan, PlanInput, ResourceState, RotationHistory, RunningWorkload, Spread,
-    TenantShare, WaitingWorkload,
+    StopNotice, TenantShare, WaitingWorkload,
 };
 use crate::core::{WorkloadId, WorkloadKind};
 use crate::sim::cluster::GPU_RESOURCE;
@@ -115,6 +115,9 @@ pub struct RotaSettings {
     pub limits: Limits,
     /// Quanta per kind (`quantum.*`; Jobs 600 s by default).
     pub quantum: QuantumConfig,
+    /// Notice before a stop, per kind (`rotation.warning.*`; VMs 300 s by default): the
+    /// victim keeps its GPUs until then.
+    pub warning: WarningConfig,
     /// Half-life of decayed usage (`usage.halfLifeSeconds`).
     pub half_life_seconds: f64,
     /// Order inside a tenant (`queue.withinTenant`).
@@ -130,6 +133,7 @@ impl RotaSettings {
             interval_seconds: config.rotation.interval_seconds.max(1) as f64,
             limits: Limits::from_config(&config.rotation),
             quantum: config.quantum.clone(),
+            warning: config.rotation.warning.clone(),
             half_life_seconds: config.usage.half_life_seconds,
             within: config.queue.within_tenant,
             config: config.clone(),
@@ -152,6 +156,16 @@ impl RotaSettings {
         q.job_seconds
             .min(q.virtual_machine_seconds)
             .min(q.pod_seconds) as f64
+    }
+
+    fn warning_of(&self, kind: WorkloadKind) -> f64 {
+        let w = &self.warning;
+        let seconds = match kind {
+            WorkloadKind::Job => w.job_seconds,
+            WorkloadKind::VirtualMachine => w.virtual_machine_seconds,
+            WorkloadKind::Pod => w.pod_seconds,
+        };
+        seconds as f64
     }
 
     fn quantum_of(&self, kind: WorkloadKind) -> f64 {
@@ -302,6 +316,8 @@ pub struct Rota {
     slots: Slots,
     /// The planner input, reused: its vectors are emptied back into `slots` after each plan.
     buffer: PlanInput,
+    /// Announced stops of running jobs: the notice and the job it makes room for.
+    notices: BTreeMap<JobId, (StopNotice, JobId)>,
 }
 
 /// Each job's planner entries, indexed by [`JobId`]: its waiting entry while queued, its
@@ -358,6 +374,7 @@ impl Rota {
                 ..Slots::default()
             },
             buffer: PlanInput::default(),
+            notices: BTreeMap::new(),
         }
     }
 
@@ -551,6 +568,8 @@ impl Rota {
             preemptible: true,
             protected: false,
             priority: spec.priority,
+            warning_seconds: self.settings.warning_of(spec.kind),
+            stop: None,
         }
     }
 
@@ -560,23 +579,26 @@ impl Rota {
         // others without indexing them (victims keep the input's order), so leaving them out
         // changes no plan and saves lending them every tick. `has_victim` listed them, per
         // tenant; the input lists them in job order.
+        // Announced stops are settled every tick, so their jobs are always listed.
+        self.victims.extend(self.notices.keys());
         self.victims.sort_unstable();
+        self.victims.dedup();
         let slots = &mut self.slots;
         for &job in &self.victims {
             // Every running job has an entry (set at launch); one lent is listed with it.
             if let Some(mut w) = slots.running.get_mut(job as usize).and_then(Option::take) {
                 w.started_at = sim.job(job).started_at;
                 w.attained_gpu_seconds = sim.attained(job);
+                w.stop = self.notices.get(&job).map(|(n, _)| n.clone());
                 self.buffer.running.push(w);
                 slots.lent_running.push(job);
             }
         }
-        for job in self
-            .queue
-            .in_order(GPU_RESOURCE)
-            .take(MAX_CLAIMS)
-            .map(|e| e.key)
-        {
+        let claims = self.queue.in_order(GPU_RESOURCE).take(MAX_CLAIMS);
+        // A promised claim is offered wherever it is in the queue: unlisted, it would read
+        // as gone and its stop be cancelled.
+        let promised = self.notices.values().map(|&(_, claim)| claim);
+        for job in claims.map(|e| e.key).chain(promised) {
             if let Some(w) = slots.waiting.get_mut(job as usize).and_then(Option::take) {
                 self.buffer.waiting.push(w);
                 slots.lent_waiting.push(job);
@@ -630,12 +652,33 @@ impl Rota {
         }
     }
 
-    /// Suspends the victims (back into the queue) and starts the claims GPUs were freed for.
+    /// Suspends the victims (back into the queue), starts the claims GPUs were freed for, and
+    /// keeps the announced stops (new ones noted, cancelled ones dropped).
     fn apply(&mut self, sim: &mut Sim<'_>, plan: &Plan) {
+        for w in &plan.warnings {
+            let (Ok(job), Ok(claim)) = (w.action.workload.name.parse(), w.claim.name.parse())
+            else {
+                continue;
+            };
+            let notice = StopNotice {
+                stop_at: w.stop_at,
+                claim: w.claim.clone(),
+            };
+            self.notices.insert(job, (notice, claim));
+            sim.note_warning(job);
+        }
+        for a in &plan.cancellations {
+            if let Ok(job) = a.workload.name.parse::<JobId>() {
+                if self.notices.remove(&job).is_some() {
+                    sim.note_cancellation(job);
+                }
+            }
+        }
         for a in &plan.rotate_out {
             let Ok(job) = a.workload.name.parse::<JobId>() else {
                 continue;
             };
+            self.notices.remove(&job);
             let tenant = sim.spec(job).tenant;
             if sim.suspend(job) {
                 self.running.remove(tenant, job);
@@ -676,6 +719,8 @@ impl Policy for Rota {
     }
 
     fn on_finish(&mut self, sim: &Sim<'_>, job: JobId) {
+        // A job that ends during its warning frees its GPUs itself.
+        self.notices.remove(&job);
         self.running.remove(sim.spec(job).tenant, job);
         if let Some(slot) = self.slots.running.get_mut(job as usize) {
             *slot = None;
@@ -689,7 +734,12 @@ impl Policy for Rota {
     fn on_tick(&mut self, sim: &mut Sim<'_>) {
         self.charge(sim);
         self.refresh(sim);
-        let plan = if self.may_rotate(sim) {
+        let announced = !self.notices.is_empty();
+        let plan = if announced || self.may_rotate(sim) {
+            if announced {
+                // `may_rotate` may have stopped before listing the victims.
+                self.has_victim(sim);
+            }
             self.fill_input(sim);
             let p = plan(&self.buffer, &self.history);
             self.reclaim_input();

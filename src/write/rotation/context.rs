@@ -104,7 +104,7 @@ impl KubeContext {
             .to_string()
     }
 
-    /// Emits the Normal Event that reports an action (or, in dry run, the action it would be).
+    /// Emits the Event (Warning for an announced stop, else Normal) that reports an action (or, in dry run, the action it would be).
     pub(crate) async fn announce(
         &self,
         regarding: &ObjectReference,
@@ -115,7 +115,7 @@ impl KubeContext {
     ) {
         let reason = direction.event_reason(dry_run);
         self.events
-            .emit(regarding, EventType::Normal, reason, verb, note)
+            .emit(regarding, direction.event_type(), reason, verb, note)
             .await;
     }
 
@@ -124,6 +124,33 @@ impl KubeContext {
     pub(crate) async fn read_decide_patch<K, F>(
         &self,
         op: PatchOp<'_, K>,
+        decide: F,
+    ) -> Result<Outcome>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+        F: FnOnce(&K) -> Decision,
+    {
+        let Some(object) = self.read_object(&op).await? else {
+            return Ok(Outcome::Gone);
+        };
+        self.patch_decided(op, &object, decide).await
+    }
+
+    /// Reads the object an operation is about (`None`: 404).
+    pub(crate) async fn read_object<K>(&self, op: &PatchOp<'_, K>) -> Result<Option<K>>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        let workload = &op.action.workload;
+        let found = op.api.get_opt(&workload.name).await;
+        found.map_err(|e| api_error("get", workload, e))
+    }
+
+    /// [`KubeContext::read_decide_patch`] on an object already read.
+    pub(crate) async fn patch_decided<K, F>(
+        &self,
+        op: PatchOp<'_, K>,
+        object: &K,
         decide: F,
     ) -> Result<Outcome>
     where
@@ -139,11 +166,7 @@ impl KubeContext {
             verb,
         } = op;
         let workload = &action.workload;
-        let found = api.get_opt(&workload.name).await;
-        let Some(object) = found.map_err(|e| api_error("get", workload, e))? else {
-            return Ok(Outcome::Gone);
-        };
-        let patch = match decide(&object) {
+        let patch = match decide(object) {
             Decision::Patch(patch) => patch,
             Decision::Stop(outcome) => return Ok(outcome),
         };

@@ -26,7 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
-use super::{Action, Actuator, Direction, Error, Outcome, Plan, Result, RotationMetrics};
+use super::{Action, Actuator, Direction, Error, Outcome, Plan, Result, RotationMetrics, Warning};
 use crate::clock::Clock;
 use crate::config::ValidConfig;
 use crate::core::{WorkloadId, WorkloadKind};
@@ -72,6 +72,8 @@ pub struct ActionReport {
     pub action: Action,
     /// The actuator's answer.
     pub result: Result<Outcome>,
+    /// The announced stop, for a [`Direction::Warn`] action.
+    pub warning: Option<Warning>,
 }
 
 /// Plans each tick and learns what happened. The production planner builds its input from the
@@ -202,9 +204,31 @@ impl<P: Planner> RotationLoop<P> {
         if let Some(known) = self.planner.rotated_out() {
             self.rotated_out = known.into_iter().collect();
         }
-        let planned = plan.rotate_out.len() + plan.resume.len();
-        let mut reports = execute(self.executor(), Direction::RotateOut, plan.rotate_out).await;
-        reports.extend(execute(self.executor(), Direction::Resume, plan.resume).await);
+        let planned = plan.rotate_out.len()
+            + plan.resume.len()
+            + plan.warnings.len()
+            + plan.cancellations.len();
+        let plain = |actions: Vec<Action>| actions.into_iter().map(|a| (a, None)).collect();
+        let warnings = (plan.warnings.into_iter())
+            .map(|w| (w.action.clone(), Some(w)))
+            .collect();
+        // Called-off stops first: their owners should not wait on a stale notice.
+        let mut reports = execute(
+            self.executor(),
+            Direction::Cancel,
+            plain(plan.cancellations),
+        )
+        .await;
+        reports.extend(
+            execute(
+                self.executor(),
+                Direction::RotateOut,
+                plain(plan.rotate_out),
+            )
+            .await,
+        );
+        reports.extend(execute(self.executor(), Direction::Warn, warnings).await);
+        reports.extend(execute(self.executor(), Direction::Resume, plain(plan.resume)).await);
         let summary = TickSummary {
             attempted: reports.len(),
             failed: reports.iter().filter(|r| r.result.is_err()).count(),
@@ -242,10 +266,36 @@ impl<P: Planner> RotationLoop<P> {
             direction,
             action,
             result,
+            warning,
         } = report;
         let kind = action.workload.kind.as_str();
         let workload = action.workload.to_string();
         match result {
+            Ok(outcome @ (Outcome::Done | Outcome::WouldAct)) if *direction == Direction::Warn => {
+                self.metrics.observe_warning(&action.tenant, kind);
+                tracing::info!(
+                    workload = %workload,
+                    tenant = %action.tenant,
+                    gpus = action.gpus,
+                    stop_at = warning.as_ref().map_or(0.0, |w| w.stop_at),
+                    claim = %warning.as_ref().map(|w| w.claim.to_string()).unwrap_or_default(),
+                    reason = %action.reason,
+                    dry_run = matches!(outcome, Outcome::WouldAct),
+                    "Stop announced."
+                );
+            }
+            Ok(outcome @ (Outcome::Done | Outcome::WouldAct))
+                if *direction == Direction::Cancel =>
+            {
+                (self.metrics).observe_cancellation(&action.tenant, kind, action.reason_code);
+                tracing::info!(
+                    workload = %workload,
+                    tenant = %action.tenant,
+                    reason = %action.reason,
+                    dry_run = matches!(outcome, Outcome::WouldAct),
+                    "Announced stop cancelled."
+                );
+            }
             Ok(outcome @ (Outcome::Done | Outcome::WouldAct)) => {
                 self.metrics
                     .observe_rotation(&action.tenant, kind, action.reason_code);
@@ -284,6 +334,9 @@ impl<P: Planner> RotationLoop<P> {
     /// Keeps the set of workloads rota holds rotated out (bare pods are gone once evicted).
     fn track(&mut self, direction: Direction, action: &Action, result: &Result<Outcome>) {
         let Ok(outcome) = result else { return };
+        if matches!(direction, Direction::Warn | Direction::Cancel) {
+            return;
+        }
         let held = match (direction, outcome) {
             (Direction::RotateOut, Outcome::Done | Outcome::AlreadyDone) => {
                 action.workload.kind != WorkloadKind::Pod
@@ -328,7 +381,11 @@ struct Executor {
 
 /// Carries out `actions` with bounded concurrency, in order; an action whose turn comes after
 /// leadership is lost is not started.
-async fn execute(exec: Executor, direction: Direction, actions: Vec<Action>) -> Vec<ActionReport> {
+async fn execute(
+    exec: Executor,
+    direction: Direction,
+    actions: Vec<(Action, Option<Warning>)>,
+) -> Vec<ActionReport> {
     let Executor {
         actuator,
         leader,
@@ -336,16 +393,18 @@ async fn execute(exec: Executor, direction: Direction, actions: Vec<Action>) -> 
         limit,
         concurrency,
     } = exec;
-    let jobs = actions.into_iter().map(|action| {
+    let jobs = actions.into_iter().map(|(action, warning)| {
         let leader = leader.clone();
         let actuator = actuator.clone();
         async move {
             if !leading(&leader) {
                 return None;
             }
-            let call = match direction {
-                Direction::RotateOut => actuator.rotate_out(&action, dry_run),
-                Direction::Resume => actuator.resume(&action, dry_run),
+            let call = match (direction, &warning) {
+                (Direction::Warn, Some(w)) => actuator.warn(w, dry_run),
+                (Direction::Cancel, _) => actuator.cancel(&action, dry_run),
+                (Direction::Resume, _) => actuator.resume(&action, dry_run),
+                _ => actuator.rotate_out(&action, dry_run),
             };
             let result = timeout(limit, call).await.unwrap_or_else(|_| {
                 Err(Error::Timeout {
@@ -357,6 +416,7 @@ async fn execute(exec: Executor, direction: Direction, actions: Vec<Action>) -> 
                 direction,
                 action,
                 result,
+                warning,
             })
         }
     });

@@ -17,6 +17,7 @@ use kube::Api;
 use serde_json::{json, Map, Value};
 
 use super::context::{annotation, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES};
+use super::notice::clearing_notice;
 use super::{Action, Actuator, Direction, Outcome, Result, ROTATED_OUT_AT, ROTATION_REASON};
 
 /// Suspends and unsuspends Jobs.
@@ -39,15 +40,15 @@ impl JobActuator {
             direction,
             dry_run,
             verb: match direction {
-                Direction::RotateOut => "Suspend",
                 Direction::Resume => "Unsuspend",
+                _ => "Suspend",
             },
         };
         let now = self.ctx.now_rfc3339();
         self.ctx
             .read_decide_patch(op, |job| match direction {
-                Direction::RotateOut => decide_rotate_out(job, &now, &action.reason),
                 Direction::Resume => decide_resume(job),
+                _ => decide_rotate_out(job, &now, &action.reason),
             })
             .await
     }
@@ -91,10 +92,10 @@ fn decide_rotate_out(job: &Job, now: &str, reason: &str) -> Decision {
             Decision::Stop(Outcome::left_alone("the Job was suspended by someone else"))
         }
         (false, _) => {
-            let annotations = json!({
-                ROTATED_OUT_AT: now,
-                ROTATION_REASON: truncate(reason, MAX_NOTE_BYTES),
-            });
+            // The stop, if one was announced, is carried out: its notice goes.
+            let mut annotations = clearing_notice(job);
+            annotations[ROTATED_OUT_AT] = json!(now);
+            annotations[ROTATION_REASON] = json!(truncate(reason, MAX_NOTE_BYTES));
             Decision::Patch(patch(job, annotations, true))
         }
     }

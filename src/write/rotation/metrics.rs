@@ -9,6 +9,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 #[derive(Clone, Debug)]
 pub struct RotationMetrics {
     rotations: IntCounterVec,
+    warnings: IntCounterVec,
+    cancellations: IntCounterVec,
     failures: IntCounterVec,
     rotated_out: IntGaugeVec,
     planner: Histogram,
@@ -19,13 +21,31 @@ pub struct RotationMetrics {
 impl RotationMetrics {
     /// Creates and registers `rota_rotations_total{tenant,kind,reason}`,
     /// `rota_rotation_failures_total{kind,reason}`, `rota_rotated_out_workloads{tenant}`,
-    /// `rota_planner_duration_seconds`, `rota_leader` and `rota_rotation_dry_run`.
+    /// `rota_planner_duration_seconds`, `rota_leader`, `rota_rotation_dry_run`,
+    /// `rota_rotation_warnings_total{tenant,kind}` and
+    /// `rota_rotation_cancellations_total{tenant,kind,reason}`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let rotations = IntCounterVec::new(
             Opts::new(
                 "rota_rotations_total",
                 "Rotations out and resumes carried out (or, in dry run, that would have been), \
                  by tenant, workload kind and planner reason.",
+            ),
+            &["tenant", "kind", "reason"],
+        )?;
+        let warnings = IntCounterVec::new(
+            Opts::new(
+                "rota_rotation_warnings_total",
+                "Stops announced ahead to their owners (rotation.warning; in dry run, that \
+                 would have been), by tenant and workload kind.",
+            ),
+            &["tenant", "kind"],
+        )?;
+        let cancellations = IntCounterVec::new(
+            Opts::new(
+                "rota_rotation_cancellations_total",
+                "Announced stops called off because they were no longer needed, by tenant, \
+                 workload kind and reason.",
             ),
             &["tenant", "kind", "reason"],
         )?;
@@ -64,6 +84,8 @@ impl RotationMetrics {
             "1 when the rotation loop only plans and reports (rotation.dryRun), else 0.",
         )?;
         registry.register(Box::new(rotations.clone()))?;
+        registry.register(Box::new(warnings.clone()))?;
+        registry.register(Box::new(cancellations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(rotated_out.clone()))?;
         registry.register(Box::new(planner.clone()))?;
@@ -71,6 +93,8 @@ impl RotationMetrics {
         registry.register(Box::new(dry_run.clone()))?;
         Ok(Self {
             rotations,
+            warnings,
+            cancellations,
             failures,
             rotated_out,
             planner,
@@ -82,6 +106,18 @@ impl RotationMetrics {
     /// Counts one rotation out or resume (`reason` is the planner's `reason_code`).
     pub fn observe_rotation(&self, tenant: &str, kind: &str, reason: &str) {
         self.rotations
+            .with_label_values(&[tenant, kind, reason])
+            .inc();
+    }
+
+    /// Counts one stop announced ahead.
+    pub fn observe_warning(&self, tenant: &str, kind: &str) {
+        self.warnings.with_label_values(&[tenant, kind]).inc();
+    }
+
+    /// Counts one announced stop called off (`reason` is the planner's `reason_code`).
+    pub fn observe_cancellation(&self, tenant: &str, kind: &str, reason: &str) {
+        self.cancellations
             .with_label_values(&[tenant, kind, reason])
             .inc();
     }

@@ -20,6 +20,7 @@ mod context;
 pub mod driver;
 pub mod job;
 pub mod metrics;
+pub mod notice;
 pub mod planner;
 pub mod pod;
 pub mod vm;
@@ -30,13 +31,16 @@ pub use context::{EventSink, KubeContext};
 pub use driver::{ActionReport, LoopSettings, Planner, RotationLoop, TickSummary};
 pub use job::JobActuator;
 pub use metrics::RotationMetrics;
+pub use notice::NoticeWriter;
 pub use planner::CorePlanner;
 pub use pod::PodActuator;
 pub use vm::VmActuator;
 
-pub use crate::core::rotation::{Action, Plan};
+pub use crate::core::rotation::{Action, Plan, Warning};
 use crate::core::WorkloadKind;
-pub use crate::names::{PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT, ROTATION_REASON};
+pub use crate::names::{
+    PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT, ROTATION_REASON, STOP_AT, STOP_FOR, STOP_REASON,
+};
 
 /// Reporting controller name on every Event rota emits.
 pub const REPORTER: &str = "rota";
@@ -48,6 +52,10 @@ pub enum Direction {
     RotateOut,
     /// Give the workload its GPUs back (unsuspend, start).
     Resume,
+    /// Announce a stop: record `rota.io/stop-at` on the object and tell its owner.
+    Warn,
+    /// Call off an announced stop: remove the notice and say why.
+    Cancel,
 }
 
 impl Direction {
@@ -56,6 +64,8 @@ impl Direction {
         match self {
             Direction::RotateOut => "rotate_out",
             Direction::Resume => "resume",
+            Direction::Warn => "warn",
+            Direction::Cancel => "cancel",
         }
     }
 
@@ -66,6 +76,18 @@ impl Direction {
             (Direction::RotateOut, true) => "WouldRotateOut",
             (Direction::Resume, false) => "Resumed",
             (Direction::Resume, true) => "WouldResume",
+            (Direction::Warn, false) => "RotationScheduled",
+            (Direction::Warn, true) => "WouldScheduleRotation",
+            (Direction::Cancel, false) => "RotationCancelled",
+            (Direction::Cancel, true) => "WouldCancelRotation",
+        }
+    }
+
+    /// A stop announced is a Warning Event: its owner must act before the time it names.
+    pub fn event_type(self) -> kube::runtime::events::EventType {
+        match self {
+            Direction::Warn => kube::runtime::events::EventType::Warning,
+            _ => kube::runtime::events::EventType::Normal,
         }
     }
 }
@@ -221,6 +243,17 @@ pub trait Actuator: Send + Sync {
     ) -> BoxFuture<'a, Result<Outcome>>;
     /// Gives the workload its GPUs back.
     fn resume<'a>(&'a self, action: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>>;
+    /// Announces a stop: records the notice on the object and tells its owner. The default
+    /// writes nothing (an actuator that cannot warn; its stops then come when due).
+    fn warn<'a>(&'a self, warning: &'a Warning, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        let _ = (warning, dry_run);
+        Box::pin(async { Ok(Outcome::left_alone("this actuator does not announce stops")) })
+    }
+    /// Calls off an announced stop: removes the notice and says why. Default: nothing.
+    fn cancel<'a>(&'a self, action: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        let _ = (action, dry_run);
+        Box::pin(async { Ok(Outcome::left_alone("this actuator does not announce stops")) })
+    }
 }
 
 /// The production actuator: dispatches each action to the Job, VM or Pod actuator by
@@ -230,6 +263,7 @@ pub struct KubeActuators {
     job: JobActuator,
     vm: VmActuator,
     pod: PodActuator,
+    notices: NoticeWriter,
 }
 
 impl std::fmt::Debug for KubeActuators {
@@ -244,8 +278,15 @@ impl KubeActuators {
         Self {
             job: JobActuator::new(ctx.clone()),
             vm: VmActuator::new(ctx.clone()),
-            pod: PodActuator::new(ctx),
+            pod: PodActuator::new(ctx.clone()),
+            notices: NoticeWriter::new(ctx),
         }
+    }
+
+    /// Events offering up to `seconds` of notice (`rotation.warning.maxSeconds`).
+    pub fn with_max_warning(mut self, seconds: u64) -> Self {
+        self.notices = self.notices.with_max_warning(seconds);
+        self
     }
 
     fn by_kind(&self, kind: WorkloadKind) -> &dyn Actuator {
@@ -269,5 +310,13 @@ impl Actuator for KubeActuators {
 
     fn resume<'a>(&'a self, action: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
         self.by_kind(action.workload.kind).resume(action, dry_run)
+    }
+
+    fn warn<'a>(&'a self, warning: &'a Warning, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(self.notices.warn(warning, dry_run))
+    }
+
+    fn cancel<'a>(&'a self, action: &'a Action, dry_run: bool) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(self.notices.cancel(action, dry_run))
     }
 }

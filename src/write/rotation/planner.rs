@@ -8,12 +8,13 @@
 //! `Gone` is forgotten; the history is pruned past the longest quantum so it stays bounded.
 //! Must not: talk to the API server or read the clock (`now` comes from the loop).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
 use super::{ActionReport, Direction, Outcome, Plan, Planner};
-use crate::core::rotation::{self as core_rotation, PlanInput, RotationHistory};
+use crate::core::rotation::{self as core_rotation, PlanInput, RotationHistory, StopNotice};
 use crate::core::WorkloadId;
 
 /// Plans with `core::rotation::plan` over the input `input(now)` returns.
@@ -26,6 +27,9 @@ pub struct CorePlanner<F> {
     last: Option<(f64, Plan)>,
     /// The last input's rotated-out workloads with their tenants.
     rotated_out: Vec<(WorkloadId, String)>,
+    /// Stops this replica announced (or, in dry run, would have), until the object's
+    /// annotation is read back: bridges the watch's lag, and is all a dry run has.
+    announced: BTreeMap<WorkloadId, StopNotice>,
 }
 
 impl<F> std::fmt::Debug for CorePlanner<F> {
@@ -49,6 +53,7 @@ where
             retain_seconds: retain.as_secs_f64(),
             last: None,
             rotated_out: Vec::new(),
+            announced: BTreeMap::new(),
         }
     }
 
@@ -58,12 +63,58 @@ where
     }
 }
 
+impl<F> CorePlanner<F> {
+    /// Gives running workloads the stops announced here that their objects do not show yet,
+    /// and forgets those of workloads no longer running.
+    fn recall_notices(&mut self, input: &mut PlanInput) {
+        if self.announced.is_empty() {
+            return;
+        }
+        let running: BTreeMap<WorkloadId, usize> = (input.running.iter().enumerate())
+            .map(|(i, w)| (w.id.clone(), i))
+            .collect();
+        self.announced.retain(|id, _| running.contains_key(id));
+        for (id, notice) in &self.announced {
+            if let Some(w) = running.get(id).and_then(|&i| input.running.get_mut(i)) {
+                if w.stop.is_none() {
+                    w.stop = Some(notice.clone());
+                }
+            }
+        }
+    }
+
+    /// Records an action that took effect (or would have, in dry run).
+    fn note(&mut self, report: &ActionReport, done: &mut Plan) {
+        let id = &report.action.workload;
+        match (report.direction, &report.warning) {
+            (Direction::Warn, Some(w)) => {
+                let notice = StopNotice {
+                    stop_at: w.stop_at,
+                    claim: w.claim.clone(),
+                };
+                self.announced.insert(id.clone(), notice);
+                done.warnings.push(w.clone());
+            }
+            (Direction::Warn, None) => {}
+            (Direction::Cancel, _) => {
+                self.announced.remove(id);
+            }
+            (Direction::RotateOut, _) => {
+                self.announced.remove(id);
+                done.rotate_out.push(report.action.clone());
+            }
+            (Direction::Resume, _) => done.resume.push(report.action.clone()),
+        }
+    }
+}
+
 impl<F> Planner for CorePlanner<F>
 where
     F: FnMut(Timestamp) -> PlanInput + Send,
 {
     fn plan(&mut self, now: Timestamp) -> Plan {
-        let input = (self.input)(now);
+        let mut input = (self.input)(now);
+        self.recall_notices(&mut input);
         self.rotated_out = input
             .rotated_out
             .iter()
@@ -84,13 +135,13 @@ where
         };
         for report in reports {
             match &report.result {
-                Ok(Outcome::Gone) => self.history.forget(&report.action.workload),
-                Ok(Outcome::Done | Outcome::WouldAct) => {
-                    let list = match report.direction {
-                        Direction::RotateOut => &mut done.rotate_out,
-                        Direction::Resume => &mut done.resume,
-                    };
-                    list.push(report.action.clone());
+                Ok(Outcome::Gone) => {
+                    self.history.forget(&report.action.workload);
+                    self.announced.remove(&report.action.workload);
+                }
+                Ok(Outcome::Done | Outcome::WouldAct) => self.note(report, &mut done),
+                Ok(Outcome::AlreadyDone) if report.direction != Direction::Resume => {
+                    self.announced.remove(&report.action.workload);
                 }
                 Ok(_) | Err(_) => {}
             }

@@ -1,31 +1,41 @@
-//! Rotates KubeVirt `kubevirt.io/v1` VirtualMachines by setting `spec.runStrategy: Halted`
-//! (KubeVirt deletes the VMI, the launcher pod ends and the GPU is freed), and resumes them by
-//! restoring the run strategy they had, kept in `rota.io/previous-run-strategy`.
+//! Rotates KubeVirt `kubevirt.io/v1` VirtualMachines the way KubeVirt expects for their run
+//! strategy (KubeVirt then deletes the VMI, the launcher pod ends and the GPU is freed):
 //!
-//! A VM still using the deprecated `spec.running: true` counts as `Always`; the stop patch sets
-//! `running: null` because KubeVirt refuses a VM with both fields.
+//! - `Always`, `RerunOnFailure` (and `Once`): `spec.runStrategy: Halted`, and on resume the
+//!   strategy they had, kept in `rota.io/previous-run-strategy`. A VM still using the
+//!   deprecated `spec.running: true` counts as `Always`; the stop patch sets `running: null`
+//!   because KubeVirt refuses a VM with both fields.
+//! - `Manual`: the strategy stays; rota annotates, then `PUT`s the `stop` subresource
+//!   (`/apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/stop`); on resume
+//!   it `PUT`s `start` first and clears its annotations after (the other order could leave a
+//!   stopped VM that no longer says rota stopped it).
 //!
 //! | found                                | rotate out                  | resume                  |
 //! |--------------------------------------|-----------------------------|-------------------------|
-//! | running (any strategy but Halted)    | Halted + annotations        | `AlreadyDone`           |
-//! | Halted with rota's annotation        | `AlreadyDone`               | restore + clear         |
-//! | Halted without it (someone else)     | `LeftAlone`                 | `LeftAlone`             |
+//! | running (any strategy but Halted)    | stop + annotations          | `AlreadyDone`           |
+//! | stopped with rota's annotation       | `AlreadyDone`               | start + clear           |
+//! | stopped without it (someone else)    | `LeftAlone`                 | `LeftAlone`             |
 //! | running with rota's annotation       | stop again                  | `LeftAlone` (by hand)   |
+//! | migrating (`printableStatus`)        | `LeftAlone` until it ends   | –                       |
 //! | `WaitAsReceiver` (migration target)  | `LeftAlone`                 | `LeftAlone`             |
 //!
-//! Must not: pause (a paused VM keeps its GPU) or use the start/stop subresources (a direct
-//! patch keeps the previous strategy in our hands).
+//! The VM counts as holding its GPUs until its launcher pod is gone: the planner reads
+//! holdings from pods, not from the VM's spec. Must not: pause (a paused VM keeps its GPU).
 
 use futures::future::BoxFuture;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use serde_json::{json, Map, Value};
 
-use super::context::{annotation, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES};
+use super::context::{
+    annotation, api_error, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES,
+};
+use super::notice::clearing_notice;
 use super::{
-    Action, Actuator, Direction, Outcome, Result, PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT,
+    Action, Actuator, Direction, Error, Outcome, Result, PREVIOUS_RUN_STRATEGY, ROTATED_OUT_AT,
     ROTATION_REASON,
 };
+use crate::read::rotated_out::{vm_instance_up, MANUAL};
 
 /// The run strategy of a stopped VM.
 pub const HALTED: &str = "Halted";
@@ -54,30 +64,67 @@ impl VmActuator {
         }
     }
 
-    async fn act(&self, action: &Action, direction: Direction, dry_run: bool) -> Result<Outcome> {
-        let api = Api::<DynamicObject>::namespaced_with(
+    fn api(&self, action: &Action) -> Api<DynamicObject> {
+        Api::<DynamicObject>::namespaced_with(
             self.ctx.client().clone(),
             &action.workload.namespace,
             &self.resource,
-        );
+        )
+    }
+
+    async fn act(&self, action: &Action, direction: Direction, dry_run: bool) -> Result<Outcome> {
+        let resume = direction == Direction::Resume;
         let op = PatchOp {
-            api,
+            api: self.api(action),
             dynamic_type: &self.resource,
             action,
             direction,
             dry_run,
-            verb: match direction {
-                Direction::RotateOut => "Stop",
-                Direction::Resume => "Start",
-            },
+            verb: if resume { "Start" } else { "Stop" },
         };
+        let Some(vm) = self.ctx.read_object(&op).await? else {
+            return Ok(Outcome::Gone);
+        };
+        let manual = run_strategy(&vm).0 == MANUAL;
+        let ours = annotation(&vm, ROTATED_OUT_AT).is_some();
+        if resume && manual && ours && !dry_run && is_stopped(&vm, MANUAL) {
+            // Start first: cleared first, a failed start would leave a stopped VM that no
+            // longer says rota stopped it.
+            self.vm_subresource(action, "start").await?;
+        }
         let now = self.ctx.now_rfc3339();
-        self.ctx
-            .read_decide_patch(op, |vm| match direction {
-                Direction::RotateOut => decide_rotate_out(vm, &now, &action.reason),
-                Direction::Resume => decide_resume(vm),
+        let outcome = (self.ctx)
+            .patch_decided(op, &vm, |vm| match resume {
+                true => decide_resume(vm),
+                false => decide_rotate_out(vm, &now, &action.reason),
             })
-            .await
+            .await?;
+        if manual && !resume && outcome == Outcome::Done {
+            self.vm_subresource(action, "stop").await?;
+        }
+        Ok(outcome)
+    }
+
+    /// `PUT /apis/subresources.kubevirt.io/v1/namespaces/NS/virtualmachines/NAME/VERB` with
+    /// empty options, as `virtctl start|stop` sends it.
+    async fn vm_subresource(&self, action: &Action, verb: &'static str) -> Result<()> {
+        let w = &action.workload;
+        let path = format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachines/{}/{verb}",
+            w.namespace, w.name
+        );
+        let request = hyper::Request::put(path)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(b"{}".to_vec());
+        let request = request.map_err(|e| Error::Transport {
+            verb,
+            workload: w.to_string(),
+            source: kube::Error::HttpError(e),
+        })?;
+        match self.ctx.client().request_text(request).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(api_error(verb, w, err)),
+        }
     }
 }
 
@@ -107,10 +154,22 @@ fn run_strategy(vm: &DynamicObject) -> (String, bool) {
     (strategy.to_owned(), legacy)
 }
 
+/// Whether the VM is down: `Halted`, or `Manual` with no instance up.
+fn is_stopped(vm: &DynamicObject, strategy: &str) -> bool {
+    strategy == HALTED || (strategy == MANUAL && !vm_instance_up(vm.data.get("status")))
+}
+
+fn is_migrating(vm: &DynamicObject) -> bool {
+    vm.data
+        .pointer("/status/printableStatus")
+        .and_then(Value::as_str)
+        == Some("Migrating")
+}
+
 fn decide_rotate_out(vm: &DynamicObject, now: &str, reason: &str) -> Decision {
     let (strategy, legacy) = run_strategy(vm);
     let ours = annotation(vm, ROTATED_OUT_AT).is_some();
-    if strategy == HALTED {
+    if is_stopped(vm, &strategy) {
         return Decision::Stop(if ours {
             Outcome::AlreadyDone
         } else {
@@ -120,18 +179,37 @@ fn decide_rotate_out(vm: &DynamicObject, now: &str, reason: &str) -> Decision {
     if strategy == "WaitAsReceiver" {
         return Decision::Stop(Outcome::left_alone("the VM is receiving a migration"));
     }
-    let annotations = json!({
-        ROTATED_OUT_AT: now,
-        ROTATION_REASON: truncate(reason, MAX_NOTE_BYTES),
-        PREVIOUS_RUN_STRATEGY: strategy,
-    });
+    if is_migrating(vm) {
+        // Halting now would abort the migration; the next tick tries again.
+        return Decision::Stop(Outcome::left_alone(
+            "the VM is migrating; it is stopped once the migration ends",
+        ));
+    }
+    // The stop, if one was announced, is carried out: its notice goes.
+    let mut annotations = clearing_notice(vm);
+    annotations[ROTATED_OUT_AT] = json!(now);
+    annotations[ROTATION_REASON] = json!(truncate(reason, MAX_NOTE_BYTES));
+    annotations[PREVIOUS_RUN_STRATEGY] = json!(strategy);
+    if strategy == MANUAL {
+        // The `stop` subresource follows the annotations (`VmActuator::act`).
+        return Decision::Patch(annotations_only(vm, annotations));
+    }
     Decision::Patch(patch(vm, annotations, HALTED, legacy))
 }
 
 fn decide_resume(vm: &DynamicObject) -> Decision {
     let (strategy, legacy) = run_strategy(vm);
     let ours = annotation(vm, ROTATED_OUT_AT).is_some();
-    match (strategy == HALTED, ours) {
+    if strategy == MANUAL && ours {
+        // Started through `start` just before (`VmActuator::act`): clear the marks.
+        let annotations = json!({
+            ROTATED_OUT_AT: null,
+            ROTATION_REASON: null,
+            PREVIOUS_RUN_STRATEGY: null,
+        });
+        return Decision::Patch(annotations_only(vm, annotations));
+    }
+    match (is_stopped(vm, &strategy), ours) {
         (true, true) => {
             let previous = annotation(vm, PREVIOUS_RUN_STRATEGY)
                 .filter(|s| RESTORABLE.contains(s))
@@ -149,6 +227,16 @@ fn decide_resume(vm: &DynamicObject) -> Decision {
         (false, true) => Decision::Stop(Outcome::left_alone("the VM was started by hand")),
         (false, false) => Decision::Stop(Outcome::AlreadyDone),
     }
+}
+
+/// The merge patch of rota's annotations alone, guarded by the resourceVersion that was read.
+fn annotations_only(vm: &DynamicObject, annotations: Value) -> Value {
+    let mut metadata = Map::new();
+    if let Some(rv) = &vm.metadata.resource_version {
+        metadata.insert("resourceVersion".into(), json!(rv));
+    }
+    metadata.insert("annotations".into(), annotations);
+    json!({ "metadata": metadata })
 }
 
 /// The merge patch setting `runStrategy` (and clearing a legacy `running`), guarded by the
