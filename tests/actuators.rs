@@ -223,7 +223,12 @@ fn check(expect: &Expect, content_type: &str, body: &Value) -> Result<(), String
                 return Err(format!("Event note {note:?}"));
             }
             // An announced stop says when, why, and how to keep the workload.
-            let announced = [STOP_AT_TIME, REASON, "rota.io/preemptible", "rota.io/stop-warning-seconds"];
+            let announced = [
+                STOP_AT_TIME,
+                REASON,
+                "rota.io/preemptible",
+                "rota.io/stop-warning-seconds",
+            ];
             let scheduled = reason.contains("ScheduleRotation") || *reason == "RotationScheduled";
             if scheduled && !announced.iter().all(|part| note.contains(part)) {
                 return Err(format!("Warning note {note:?} lacks one of {announced:?}"));
@@ -688,7 +693,12 @@ fn notice() -> Value {
 }
 
 fn put(path: &'static str) -> Step {
-    step(Method::PUT, path, Expect::Json(JSON, json!({})), ok(json!({})))
+    step(
+        Method::PUT,
+        path,
+        Expect::Json(JSON, json!({})),
+        ok(json!({})),
+    )
 }
 
 fn manual_vm(printable: &str, annotations: Value) -> Value {
@@ -702,14 +712,26 @@ async fn warn_records_the_notice_and_emits_rotation_scheduled() {
     let want = json!({"metadata": {"resourceVersion": "17", "annotations": notice()}});
     let script = vec![
         get(VM_PATH, ok(vm(json!({"runStrategy": "Always"}), json!({})))),
-        merge_patch(VM_PATH, want, ok(vm(json!({"runStrategy": "Always"}), notice()))),
-        event("Warning", "RotationScheduled", "ScheduleStop", "VirtualMachine"),
+        merge_patch(
+            VM_PATH,
+            want,
+            ok(vm(json!({"runStrategy": "Always"}), notice())),
+        ),
+        event(
+            "Warning",
+            "RotationScheduled",
+            "ScheduleStop",
+            "VirtualMachine",
+        ),
     ];
     let w = warning(WorkloadKind::VirtualMachine);
     let outcome = scenario(script, |a| async move { a.warn(&w, false).await }).await;
     assert_eq!(outcome.unwrap(), Outcome::Done);
     // The same notice already on the object: nothing is written twice.
-    let script = vec![get(VM_PATH, ok(vm(json!({"runStrategy": "Always"}), notice())))];
+    let script = vec![get(
+        VM_PATH,
+        ok(vm(json!({"runStrategy": "Always"}), notice())),
+    )];
     let w = warning(WorkloadKind::VirtualMachine);
     let outcome = scenario(script, |a| async move { a.warn(&w, false).await }).await;
     assert_eq!(outcome.unwrap(), Outcome::AlreadyDone);
@@ -775,14 +797,21 @@ async fn manual_vm_is_annotated_then_stopped_through_the_stop_subresource() {
                           PREVIOUS_RUN_STRATEGY: "Manual"}}});
     let script = vec![
         get(VM_PATH, ok(manual_vm("Running", json!({})))),
-        merge_patch(VM_PATH, want, ok(manual_vm("Running", rotated_annotations()))),
+        merge_patch(
+            VM_PATH,
+            want,
+            ok(manual_vm("Running", rotated_annotations())),
+        ),
         event("Normal", "RotatedOut", "Stop", "VirtualMachine"),
         put("/apis/subresources.kubevirt.io/v1/namespaces/ns/virtualmachines/name/stop"),
     ];
     let outcome = rotate_out(WorkloadKind::VirtualMachine, false, script).await;
     assert_eq!(outcome.unwrap(), Outcome::Done);
     // Stopped by rota already: nothing more.
-    let script = vec![get(VM_PATH, ok(manual_vm("Stopped", rotated_annotations())))];
+    let script = vec![get(
+        VM_PATH,
+        ok(manual_vm("Stopped", rotated_annotations())),
+    )];
     let outcome = rotate_out(WorkloadKind::VirtualMachine, false, script).await;
     assert_eq!(outcome.unwrap(), Outcome::AlreadyDone);
 }
@@ -816,18 +845,30 @@ async fn a_failed_start_keeps_the_marks_so_the_next_tick_retries() {
             status(500, "InternalError"),
         ),
     ];
-    let err = resume(WorkloadKind::VirtualMachine, script).await.unwrap_err();
+    let err = resume(WorkloadKind::VirtualMachine, script)
+        .await
+        .unwrap_err();
     assert!(err.is_retryable(), "{err}");
 }
 
 #[tokio::test]
 async fn a_migrating_vm_is_not_stopped_until_the_migration_ends() {
-    for spec in [json!({"runStrategy": "Always"}), json!({"runStrategy": "Manual"})] {
+    for spec in [
+        json!({"runStrategy": "Always"}),
+        json!({"runStrategy": "Manual"}),
+    ] {
         let mut found = vm(spec, json!({}));
         found["status"] = json!({"printableStatus": "Migrating"});
-        let outcome = rotate_out(WorkloadKind::VirtualMachine, false, vec![get(VM_PATH, ok(found))])
-            .await
-            .unwrap();
-        assert!(matches!(&outcome, Outcome::LeftAlone { reason } if reason.contains("migrat")), "{outcome:?}");
+        let outcome = rotate_out(
+            WorkloadKind::VirtualMachine,
+            false,
+            vec![get(VM_PATH, ok(found))],
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&outcome, Outcome::LeftAlone { reason } if reason.contains("migrat")),
+            "{outcome:?}"
+        );
     }
 }

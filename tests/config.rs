@@ -214,7 +214,10 @@ fn check_report_prints_ok_warnings_and_effective_config() {
     let report = config::check_report(&repo_file(EXAMPLE)).expect("example is valid");
     assert!(report.starts_with("config OK: "), "{report}");
     // (`rotation.warning:` is a key of the effective config, not a diagnostic.)
-    assert!(!report.lines().any(|l| l.starts_with("warning:")), "{report}");
+    assert!(
+        !report.lines().any(|l| l.starts_with("warning:")),
+        "{report}"
+    );
     let yaml_start = report
         .find("apiVersion:")
         .expect("effective config printed");
@@ -622,7 +625,8 @@ fn readme_reference_documents_every_key_with_its_default() {
 
 #[test]
 fn warning_periods_are_bounded_and_annotations_clamped_to_the_maximum() {
-    let paths = |yaml: &str| -> Vec<String> { problems(yaml).into_iter().map(|p| p.path).collect() };
+    let paths =
+        |yaml: &str| -> Vec<String> { problems(yaml).into_iter().map(|p| p.path).collect() };
     assert_eq!(
         paths("rotation: {warning: {jobSeconds: 4000}}"),
         ["rotation.warning.jobSeconds"]
@@ -636,5 +640,9 @@ fn warning_periods_are_bounded_and_annotations_clamped_to_the_maximum() {
     assert_eq!(c.warning_for(VirtualMachine, None), 300);
     assert_eq!(c.warning_for(Pod, None), 60);
     assert_eq!(c.warning_for(Job, Some(5000)), 900, "clamped to maxSeconds");
-    assert_eq!(c.warning_for(VirtualMachine, Some(0)), 0, "an owner may ask for none");
+    assert_eq!(
+        c.warning_for(VirtualMachine, Some(0)),
+        0,
+        "an owner may ask for none"
+    );
 }

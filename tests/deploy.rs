@@ -537,7 +537,10 @@ fn rbac_table_rows_are_consistent() {
             let (group, resources) = rbac::VM_SUBRESOURCES;
             assert_eq!(u.group, group, "{u:?}");
             assert!(resources.contains(&u.resource.as_str()), "{u:?}");
-            assert_eq!((u.kind.as_str(), u.verb.as_str()), ("VirtualMachine", "update"));
+            assert_eq!(
+                (u.kind.as_str(), u.verb.as_str()),
+                ("VirtualMachine", "update")
+            );
             continue;
         }
         assert_eq!(u.group, group, "{u:?}");

@@ -11,9 +11,9 @@ use rota::core::fairshare::{entitlements, SharePolicy, TenantLoad};
 use rota::core::ledger::Ledger;
 use rota::extender::{explain, Context, Extender};
 use rota::http::{Handler, Request};
+use rota::read::rotated_out::RotatedOutIndex;
 use rota::read::view::fairshare::{FairShareRefresher, SharedLedger};
 use rota::read::view::fairshare_metrics::{FairShareCollector, QueueWaitMetrics};
-use rota::read::rotated_out::RotatedOutIndex;
 use rota::read::view::{ClusterView, ViewSettings};
 use serde_json::{json, Value};
 
@@ -396,7 +396,13 @@ fn explain_tells_a_running_workload_where_it_stands_with_rotation() {
     // physics holds 6 of 8 GPUs, well above its share, and ran past its quantum.
     let r = rotation_of(&f, "/v1/explain/lab/phys-run");
     assert_eq!(r["state"], "candidate", "{r}");
-    assert!(r["detail"].as_str().unwrap().contains("tenant physics holds 6"), "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tenant physics holds 6"),
+        "{r}"
+    );
     // A fresh start is protected until the end of its quantum.
     // (The endpoint reads the real clock.)
     let started = (rota::clock::now_seconds() - 100.0).floor();
@@ -424,26 +430,45 @@ fn explain_finds_a_vm_by_name_and_shows_its_announced_stop() {
     let index = Arc::new(RotatedOutIndex::new());
     let mut f = fixture_with(Some(index.clone()));
     scenario(&mut f);
-    let mut launcher = pod_json("virt-launcher-desk-x7k2q", "physics", 1, Some("n1"), "2025-01-01T00:00:00Z");
+    let mut launcher = pod_json(
+        "virt-launcher-desk-x7k2q",
+        "physics",
+        1,
+        Some("n1"),
+        "2025-01-01T00:00:00Z",
+    );
     launcher["metadata"]["ownerReferences"] = json!([{"apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance", "name": "desk", "uid": "vmi-uid", "controller": true}]);
     f.view.apply_pod(&serde_json::from_value(launcher).unwrap());
     let vm = rota::core::WorkloadId::parse("vm/lab/desk").unwrap();
     let annotations = [
-        ("rota.io/stop-at".to_string(), "2025-01-01T03:00:00Z".to_string()),
+        (
+            "rota.io/stop-at".to_string(),
+            "2025-01-01T03:00:00Z".to_string(),
+        ),
         ("rota.io/stop-for".to_string(), "pod/lab/bio".to_string()),
     ]
     .into();
-    index.set_marks(vm, rota::read::view::translate::workload_marks(Some(&annotations)));
+    index.set_marks(
+        vm,
+        rota::read::view::translate::workload_marks(Some(&annotations)),
+    );
     let (status, body, text) = get(&f.extender, "/v1/explain/lab/desk");
     assert_eq!(status, 200, "{text}");
     assert_eq!(body["workload"], "vm/lab/desk");
     let r = &body["rotation"];
     assert_eq!(r["state"], "scheduled", "{r}");
     assert_eq!(r["stop_for"], "pod/lab/bio");
-    assert_eq!(r["warning_seconds"].as_f64(), Some(300.0), "VMs get 300 s by default");
+    assert_eq!(
+        r["warning_seconds"].as_f64(),
+        Some(300.0),
+        "VMs get 300 s by default"
+    );
     let detail = r["detail"].as_str().unwrap();
-    assert!(detail.contains("2025-01-01T03:00:00Z") && detail.contains("pod/lab/bio"), "{detail}");
+    assert!(
+        detail.contains("2025-01-01T03:00:00Z") && detail.contains("pod/lab/bio"),
+        "{detail}"
+    );
     let e: Explanation = serde_json::from_value(body).unwrap();
     assert!(explain::summary(&e).contains("Rotation: scheduled to stop at 2025-01-01T03:00:00Z"));
 }

@@ -496,7 +496,9 @@ impl Process {
         let input: Input = Box::new(move |now: Timestamp| {
             let now = now.as_millisecond() as f64 / 1000.0;
             let rotated = input_index.list();
-            input_view.with_snapshot(|s| build_plan_input(s, &rotated, &Default::default(), &input_config, now))
+            input_view.with_snapshot(|s| {
+                build_plan_input(s, &rotated, &Default::default(), &input_config, now)
+            })
         });
         let planner = CorePlanner::new(input, Duration::from_secs(config.quantum.max_seconds));
         let actuators = KubeActuators::new(KubeContext::new(client, "rota-0", world.clock()));

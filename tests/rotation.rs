@@ -793,14 +793,22 @@ fn random_contended_clusters_do_rotate() {
             total += p.rotate_out.len();
             warnings += p.warnings.len();
             warned_stops += (p.rotate_out.iter())
-                .filter(|a| input.running.iter().any(|w| w.id == a.workload && w.stop.is_some()))
+                .filter(|a| {
+                    input
+                        .running
+                        .iter()
+                        .any(|w| w.id == a.workload && w.stop.is_some())
+                })
                 .count();
             model.apply(&p, now);
             history.record(&p, now);
         }
     }
     assert!(total > 0, "no rotation in 32 contended clusters");
-    assert!(warnings > 0 && warned_stops > 0, "{warnings} warnings, {warned_stops} announced stops carried out");
+    assert!(
+        warnings > 0 && warned_stops > 0,
+        "{warnings} warnings, {warned_stops} announced stops carried out"
+    );
 }
 
 // === announced stops (rotation.warning) ===
@@ -882,7 +890,10 @@ fn a_warned_vm_keeps_running_until_its_stop_then_its_gpus_go_to_the_claim() {
     assert!(p.rotate_out.is_empty() && p.transfers.is_empty(), "{p:?}");
     assert_eq!(p.warnings.len(), 1);
     let w = &p.warnings[0];
-    assert_eq!((w.stop_at, &w.claim, w.claim_tenant.as_str()), (NOW + 300.0, &id("b1"), "b"));
+    assert_eq!(
+        (w.stop_at, &w.claim, w.claim_tenant.as_str()),
+        (NOW + 300.0, &id("b1"), "b")
+    );
     announce(&mut i, &p);
     // During the warning nothing happens: no second victim, no early stop.
     i.now = NOW + 299.0;

@@ -14,17 +14,17 @@ use rota::config::ValidConfig;
 use rota::core::fairshare::SharePolicy;
 use rota::core::model::GpuNode;
 use rota::core::rotation_input::{build_plan_input, MarksById};
-use rota::read::view::translate::workload_marks;
-use rota::write::rotation::notice::rfc3339;
-use rota::write::rotation::{Warning, STOP_AT, STOP_FOR};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use rota::core::{GpuPod, WorkloadId, WorkloadKind};
+use rota::read::view::translate::workload_marks;
 use rota::read::view::{ClusterView, ViewSettings};
+use rota::write::rotation::notice::rfc3339;
 use rota::write::rotation::{
     Action, Actuator, CorePlanner, Direction, LoopSettings, Outcome, Result, RotationLoop,
     RotationMetrics,
 };
+use rota::write::rotation::{Warning, STOP_AT, STOP_FOR};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 const GPU: &str = "nvidia.com/gpu";
 const NOW: i64 = 1_800_000_000;
@@ -63,7 +63,10 @@ impl Actuator for Recording {
                 (STOP_FOR.to_string(), w.claim.to_string()),
             ]
             .into();
-            (self.1.lock()).insert(w.action.workload.clone(), workload_marks(Some(&annotations)));
+            (self.1.lock()).insert(
+                w.action.workload.clone(),
+                workload_marks(Some(&annotations)),
+            );
             self.push(Direction::Warn, &w.action, dry_run)
         })
     }
@@ -129,7 +132,9 @@ async fn the_over_share_tenant_gives_way_in_dry_run_once_per_quantum() {
     let planner = CorePlanner::new(
         move |now: Timestamp| {
             let now = now.as_millisecond() as f64 / 1000.0;
-            input_view.with_snapshot(|s| build_plan_input(s, &[], &Default::default(), &input_config, now))
+            input_view.with_snapshot(|s| {
+                build_plan_input(s, &[], &Default::default(), &input_config, now)
+            })
         },
         Duration::from_secs(config.quantum.max_seconds),
     );

@@ -86,7 +86,8 @@ fn absurd_pods_charge_saturated_usage_without_panicking() {
     let (weighted, _) = charges["physics"];
     assert!(weighted >= 1.8e19, "charged {weighted}");
     // The rotation input over the same snapshot sums without overflow too.
-    let input = view
-        .with_snapshot(|s| rota::core::rotation_input::build_plan_input(s, &[], &Default::default(), &config, 1_000.0));
+    let input = view.with_snapshot(|s| {
+        rota::core::rotation_input::build_plan_input(s, &[], &Default::default(), &config, 1_000.0)
+    });
     assert!(input.running.iter().all(|w| w.gpus() > 0));
 }

@@ -351,7 +351,10 @@ fn vms_are_stopped_only_after_their_warning_which_costs_the_waiting_tenant() {
     };
     let (warned, blunt) = (run(300), run(0));
     // Every VM stop was announced first; with no warning period none is.
-    assert!(warned.rotation_warnings >= warned.preemptions_vms, "{warned:?}");
+    assert!(
+        warned.rotation_warnings >= warned.preemptions_vms,
+        "{warned:?}"
+    );
     assert_eq!(blunt.rotation_warnings, 0);
     assert_eq!(blunt.rotation_cancellations, 0);
     // The GPUs stay with the VMs during the warning: the waiting tenant's Jobs finish later.

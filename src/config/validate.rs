@@ -10,8 +10,7 @@ use std::fmt;
 use super::names;
 use super::{
     GroupConfig, QuantumConfig, RotaConfig, RotationConfig, ScoringConfig, TelemetryConfig,
-    WarningConfig,
-    TenantConfig, UsageConfig, ValidConfig, API_VERSION, KIND,
+    TenantConfig, UsageConfig, ValidConfig, WarningConfig, API_VERSION, KIND,
 };
 
 /// Hottest plausible GPU temperature limit; NVIDIA GPUs shut down well below it.
@@ -308,18 +307,27 @@ fn check_warning(w: &WarningConfig, p: &mut Problems) {
     if w.max_seconds > MAX_WARNING_SECONDS {
         p.push(
             "rotation.warning.maxSeconds",
-            format!("{} is more than a day ({MAX_WARNING_SECONDS})", w.max_seconds),
+            format!(
+                "{} is more than a day ({MAX_WARNING_SECONDS})",
+                w.max_seconds
+            ),
         );
     }
     let kinds = [
         ("rotation.warning.jobSeconds", w.job_seconds),
-        ("rotation.warning.virtualMachineSeconds", w.virtual_machine_seconds),
+        (
+            "rotation.warning.virtualMachineSeconds",
+            w.virtual_machine_seconds,
+        ),
         ("rotation.warning.podSeconds", w.pod_seconds),
     ];
     for (path, value) in kinds {
         if value > w.max_seconds {
             let max = w.max_seconds;
-            p.push(path, format!("{value} exceeds rotation.warning.maxSeconds ({max})"));
+            p.push(
+                path,
+                format!("{value} exceeds rotation.warning.maxSeconds ({max})"),
+            );
         }
     }
 }

@@ -189,7 +189,8 @@ pub fn rotation_status(
         let why = "not a candidate: annotated rota.io/preemptible: \"false\"".to_owned();
         (RotationState::NotCandidate, why)
     } else if w.protected {
-        let why = "not a candidate: its PriorityClass is protected (rotation.protectedPriorityClasses)";
+        let why =
+            "not a candidate: its PriorityClass is protected (rotation.protectedPriorityClasses)";
         (RotationState::NotCandidate, why.to_owned())
     } else if now < protected_until {
         let why = format!(

@@ -363,8 +363,8 @@ impl RotationHistory {
                 .map(|f| (f.clone(), t.to_tenant.clone()))
         });
         // An announced stop is a decision too: no trading back on the next tick.
-        let announced = (plan.warnings.iter())
-            .map(|w| (w.action.tenant.clone(), w.claim_tenant.clone()));
+        let announced =
+            (plan.warnings.iter()).map(|w| (w.action.tenant.clone(), w.claim_tenant.clone()));
         self.pairs = handed.chain(announced).collect();
     }
 
@@ -629,7 +629,9 @@ impl<'a> Tick<'a> {
                 }
                 Err((code, why)) => {
                     for v in victims {
-                        self.plan.cancellations.push(cancellation(v, id, code, &why));
+                        self.plan
+                            .cancellations
+                            .push(cancellation(v, id, code, &why));
                     }
                 }
             }
@@ -645,13 +647,19 @@ impl<'a> Tick<'a> {
         victims: &[&RunningWorkload],
     ) -> Result<(), (&'static str, String)> {
         let Some(claim) = claim else {
-            return Err((CLAIM_GONE, "it no longer waits (placed elsewhere or deleted)".into()));
+            return Err((
+                CLAIM_GONE,
+                "it no longer waits (placed elsewhere or deleted)".into(),
+            ));
         };
         if let Some(v) = victims.iter().find(|v| !v.preemptible || v.protected) {
             return Err((OPTED_OUT, format!("{} may no longer be rotated out", v.id)));
         }
         if !pool.below_share(claim.tenant) {
-            let why = format!("tenant {} is no longer below its share", claim.workload.tenant);
+            let why = format!(
+                "tenant {} is no longer below its share",
+                claim.workload.tenant
+            );
             return Err((CLAIM_AT_SHARE, why));
         }
         let mut given: BTreeMap<&str, u64> = BTreeMap::new();
@@ -669,12 +677,19 @@ impl<'a> Tick<'a> {
     }
 
     /// The promise of an announced stop: its GPUs go to `claim`; due victims are stopped.
-    fn keep_promise(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>, victims: &[&RunningWorkload]) {
+    fn keep_promise(
+        &mut self,
+        pool: &mut Pool<'a>,
+        claim: &Claim<'a>,
+        victims: &[&RunningWorkload],
+    ) {
         let mut due = 0;
         for v in victims {
             pool.leave(&v.tenant, v.gpus());
             // A time that cannot be compared counts as due: a promise never holds forever.
-            if v.stop.as_ref().is_some_and(|n| !(n.stop_at > self.now)) {
+            if v.stop.as_ref().is_some_and(|n| {
+                n.stop_at.partial_cmp(&self.now) != Some(std::cmp::Ordering::Greater)
+            }) {
                 due += 1;
                 let reason = format!(
                     "announced stop is due: its GPUs go to {} (tenant {}, below its share)",
@@ -730,7 +745,12 @@ impl<'a> Tick<'a> {
 }
 
 /// The cancellation of `victim`'s announced stop for `claim`.
-fn cancellation(victim: &RunningWorkload, claim: &WorkloadId, code: &'static str, why: &str) -> Action {
+fn cancellation(
+    victim: &RunningWorkload,
+    claim: &WorkloadId,
+    code: &'static str,
+    why: &str,
+) -> Action {
     Action {
         workload: victim.id.clone(),
         tenant: victim.tenant.clone(),

@@ -205,7 +205,9 @@ pub fn running_workload(
     now: f64,
 ) -> Option<RunningWorkload> {
     let mut acc = Running::default();
-    let pods = snapshot.pods().filter(|p| &p.workload == id && p.holds_gpus());
+    let pods = snapshot
+        .pods()
+        .filter(|p| &p.workload == id && p.holds_gpus());
     for pod in pods {
         if let Some(node) = pod.node_name.as_deref() {
             acc.add(pod, node, config);
@@ -413,7 +415,13 @@ mod tests {
         let mut done = pod("e", &job, "physics", 2, Some("n1"));
         done.active = false;
         snap.upsert_pod(done);
-        let input = build_plan_input(&refreshed(snap, &config), &[], &MarksById::new(), &config, NOW);
+        let input = build_plan_input(
+            &refreshed(snap, &config),
+            &[],
+            &MarksById::new(),
+            &config,
+            NOW,
+        );
         assert_eq!(input.running.len(), 1);
         let w = &input.running[0];
         assert_eq!(w.id, job);
@@ -497,7 +505,13 @@ mod tests {
         let mut p = pod("5", &guarded, "t", 1, Some("n1"));
         p.priority_class = Some("critical".into());
         snap.upsert_pod(p);
-        let input = build_plan_input(&refreshed(snap, &config), &[], &MarksById::new(), &config, NOW);
+        let input = build_plan_input(
+            &refreshed(snap, &config),
+            &[],
+            &MarksById::new(),
+            &config,
+            NOW,
+        );
         let get = |i: &WorkloadId| input.running.iter().find(|w| &w.id == i).unwrap();
         let q = &config.quantum;
         assert_eq!(get(&short).quantum_seconds, q.min_seconds as f64);

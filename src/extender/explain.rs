@@ -15,10 +15,10 @@ use hyper::StatusCode;
 
 use crate::clock;
 use crate::core::explain::{rotation_status, Explanation, PodState, RotationStatus};
-use crate::core::rotation_input::running_workload;
-use crate::core::WorkloadId;
 use crate::core::fairshare::SharePolicy;
 use crate::core::gate::gpus;
+use crate::core::rotation_input::running_workload;
+use crate::core::WorkloadId;
 use crate::http::Response;
 
 use super::Context;
@@ -70,12 +70,17 @@ fn rotation(ctx: &Context, e: &Explanation, now: f64) -> Option<RotationStatus> 
         .with_snapshot(|s| running_workload(s, &id, marks.as_ref(), &ctx.config, now))?;
     let t = &e.tenant_share;
     let share = t.entitled.map(|entitled| (t.held as f64, entitled));
-    Some(rotation_status(&w, share, ctx.config.rotation.margin_gpus, now))
+    Some(rotation_status(
+        &w,
+        share,
+        ctx.config.rotation.margin_gpus,
+        now,
+    ))
 }
 
 fn encoded(explanation: &Explanation) -> Response {
     match serde_json::to_vec(explanation) {
-            Ok(body) => Response::json(StatusCode::OK, body),
+        Ok(body) => Response::json(StatusCode::OK, body),
         Err(err) => Response::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode the explanation: {err}"),

@@ -35,8 +35,8 @@ use serde_json::Value;
 
 use crate::core::model::GpuCounts;
 use crate::core::rotation::{RotatedOutWorkload, Spread, WaitingWorkload};
-use crate::core::{WorkloadId, WorkloadKind};
 use crate::core::rotation_input::{MarksById, WorkloadMarks};
+use crate::core::{WorkloadId, WorkloadKind};
 use crate::read::view::translate::workload_marks;
 use crate::read::view::{translate, ViewSettings};
 

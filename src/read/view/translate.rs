@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::ViewSettings;
 use crate::core::model::{GpuCounts, GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};
+use crate::core::quantity::{parse_bytes, parse_quantity};
 use crate::core::rotation::StopNotice;
 use crate::core::rotation_input::WorkloadMarks;
-use crate::core::quantity::{parse_bytes, parse_quantity};
 use crate::names::{
     GANG_SIZE_ANNOTATION, GPU_MODELS_ANNOTATION, MIN_GPU_MEMORY_ANNOTATION, PREEMPTIBLE_ANNOTATION,
     QUANTUM_ANNOTATION, STOP_AT, STOP_FOR, STOP_WARNING_ANNOTATION,
@@ -218,7 +218,8 @@ pub fn workload_marks(annotations: Option<&BTreeMap<String, String>>) -> Workloa
         warning_seconds: annotation_number(annotations, STOP_WARNING_ANNOTATION, 0)
             .ok()
             .flatten(),
-        non_preemptible: get(PREEMPTIBLE_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("false")),
+        non_preemptible: get(PREEMPTIBLE_ANNOTATION)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false")),
     }
 }
 

@@ -213,9 +213,20 @@ impl<P: Planner> RotationLoop<P> {
             .map(|w| (w.action.clone(), Some(w)))
             .collect();
         // Called-off stops first: their owners should not wait on a stale notice.
-        let mut reports =
-            execute(self.executor(), Direction::Cancel, plain(plan.cancellations)).await;
-        reports.extend(execute(self.executor(), Direction::RotateOut, plain(plan.rotate_out)).await);
+        let mut reports = execute(
+            self.executor(),
+            Direction::Cancel,
+            plain(plan.cancellations),
+        )
+        .await;
+        reports.extend(
+            execute(
+                self.executor(),
+                Direction::RotateOut,
+                plain(plan.rotate_out),
+            )
+            .await,
+        );
         reports.extend(execute(self.executor(), Direction::Warn, warnings).await);
         reports.extend(execute(self.executor(), Direction::Resume, plain(plan.resume)).await);
         let summary = TickSummary {
@@ -273,7 +284,9 @@ impl<P: Planner> RotationLoop<P> {
                     "Stop announced."
                 );
             }
-            Ok(outcome @ (Outcome::Done | Outcome::WouldAct)) if *direction == Direction::Cancel => {
+            Ok(outcome @ (Outcome::Done | Outcome::WouldAct))
+                if *direction == Direction::Cancel =>
+            {
                 (self.metrics).observe_cancellation(&action.tenant, kind, action.reason_code);
                 tracing::info!(
                     workload = %workload,

@@ -79,7 +79,13 @@ impl NoticeWriter {
         .await
     }
 
-    async fn write<F>(&self, action: &Action, direction: Direction, dry_run: bool, decide: F) -> Result<Outcome>
+    async fn write<F>(
+        &self,
+        action: &Action,
+        direction: Direction,
+        dry_run: bool,
+        decide: F,
+    ) -> Result<Outcome>
     where
         F: FnOnce(&DynamicObject) -> Decision,
     {
@@ -174,6 +180,9 @@ mod tests {
     fn every_kind_has_its_resource() {
         assert_eq!(api_resource(WorkloadKind::Job).api_version, "batch/v1");
         assert_eq!(api_resource(WorkloadKind::Pod).api_version, "v1");
-        assert_eq!(api_resource(WorkloadKind::VirtualMachine).plural, "virtualmachines");
+        assert_eq!(
+            api_resource(WorkloadKind::VirtualMachine).plural,
+            "virtualmachines"
+        );
     }
 }

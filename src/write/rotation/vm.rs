@@ -160,7 +160,10 @@ fn is_stopped(vm: &DynamicObject, strategy: &str) -> bool {
 }
 
 fn is_migrating(vm: &DynamicObject) -> bool {
-    vm.data.pointer("/status/printableStatus").and_then(Value::as_str) == Some("Migrating")
+    vm.data
+        .pointer("/status/printableStatus")
+        .and_then(Value::as_str)
+        == Some("Migrating")
 }
 
 fn decide_rotate_out(vm: &DynamicObject, now: &str, reason: &str) -> Decision {
