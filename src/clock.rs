@@ -43,6 +43,18 @@ pub fn now_seconds() -> f64 {
     seconds(now())
 }
 
+/// Unix seconds as RFC 3339 in UTC, to the second (`2026-01-31T12:00:00Z`); a time that is not
+/// finite reads as the epoch.
+pub fn rfc3339(seconds: f64) -> String {
+    let whole = if seconds.is_finite() {
+        seconds.floor() as i64
+    } else {
+        0
+    };
+    Timestamp::from_second(whole)
+        .map_or_else(|_| Timestamp::UNIX_EPOCH.to_string(), |t| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,16 +66,4 @@ mod tests {
         assert!(now_seconds() > 1_577_836_800.0);
         assert!(system()() >= t);
     }
-}
-
-/// Unix seconds as RFC 3339 in UTC, to the second (`2026-01-31T12:00:00Z`); a time that is not
-/// finite reads as the epoch.
-pub fn rfc3339(seconds: f64) -> String {
-    let whole = if seconds.is_finite() {
-        seconds.floor() as i64
-    } else {
-        0
-    };
-    Timestamp::from_second(whole)
-        .map_or_else(|_| Timestamp::UNIX_EPOCH.to_string(), |t| t.to_string())
 }

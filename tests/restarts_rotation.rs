@@ -461,7 +461,11 @@ impl Process {
     /// Starts a process; also returns its API connection's task, which ends once every
     /// request the process sent has been answered or dropped.
     fn start(world: &World, killed: &Arc<Notify>) -> (Self, tokio::task::JoinHandle<()>) {
-        let config = Arc::new(ValidConfig::default());
+        // Stops at once: this test is about kills between the stop's requests; announced stops
+        // surviving a new leader are `rotation_wiring`'s.
+        let mut raw = rota::config::RotaConfig::default();
+        raw.rotation.warning.virtual_machine_seconds = 0;
+        let config: Arc<ValidConfig> = Arc::new(raw.validate().expect("valid"));
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Reply>();
         let server = tokio::spawn(serve(handle, world.fake.clone(), killed.clone()));
         let client = kube::Client::new(service, "default");

@@ -32,9 +32,24 @@
 //!    rotations per tick and `max_per_tenant_per_tick` per victim tenant; and never from a tenant
 //!    that took GPUs from the claim's tenant on the previous tick (no trading back and forth).
 //!
+//! 6. *Announced stops* (`rotation.warning`). When a chosen victim has a warning period, the
+//!    set is not stopped: each victim gets a [`Warning`] with `stop_at = now + the longest
+//!    warning of the set`, and the claim counts as served. On later ticks the input carries the
+//!    notice on each victim ([`RunningWorkload::stop`], read back from the object, so any leader
+//!    keeps it), and the notices are settled before any claim: a group whose claim no longer
+//!    waits ([`CLAIM_GONE`]), whose claim's tenant is no longer below its share
+//!    ([`CLAIM_AT_SHARE`]), whose victims' tenant would fall below its share by more than the
+//!    margin ([`VICTIM_AT_SHARE`]), or with a victim that opted out ([`OPTED_OUT`]) is cancelled;
+//!    otherwise its GPUs stay promised (the victims count as gone, the claim as started, and the
+//!    claim is not served again: no second victim), and once `now ≥ stop_at` the victims are
+//!    rotated out and the transfer (or the resume) follows. A victim under notice is never a
+//!    victim again. Due stops were counted against the caps when announced, not again.
+//!
 //! **Guarantees** (property tests in `tests/rotation.rs`): no workload is rotated out twice
 //! within its quantum; no pair of tenants trades GPUs back on consecutive ticks; every non-empty
-//! plan strictly reduces the total share gap when applied (victims leave, claims start).
+//! plan strictly reduces the total share gap when applied (victims leave, claims start); a
+//! workload with a warning period is never stopped unannounced or before its announced time, a
+//! cancelled stop is not carried out, and a promised claim gets no second victim.
 //!
 //! **Cost**: most ticks have nothing to do, so work is skipped where the result is provably
 //! empty: a resource with no rotated-out claim is skipped when no tenant is owed, or none is
@@ -687,7 +702,9 @@ impl<'a> Tick<'a> {
         for v in victims {
             pool.leave(&v.tenant, v.gpus());
             // A time that cannot be compared counts as due: a promise never holds forever.
-            if v.stop.as_ref().is_some_and(|n| !(n.stop_at > self.now)) {
+            if v.stop.as_ref().is_some_and(|n| {
+                n.stop_at.partial_cmp(&self.now) != Some(std::cmp::Ordering::Greater)
+            }) {
                 due += 1;
                 let reason = format!(
                     "announced stop is due: its GPUs go to {} (tenant {}, below its share)",
