@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use rota::messages::print_stdout;
 use tracing_subscriber::EnvFilter;
 
 /// rota: fair-share GPU scheduling for Kubernetes.
@@ -65,6 +66,8 @@ fn main() -> ExitCode {
     init_logging(&cli.log, cli.log_format);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head`): nothing left to say, and no one to say it.
+        Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("rota: {}", error_message(&err));
             // clap's convention: 2 for a usage error, 1 for anything that failed at run time.
@@ -74,6 +77,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    (err.chain())
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// The error chain on one line, each cause once. Many of rota's error types already show their
@@ -103,7 +112,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Loadtest(options) => runtime()?.block_on(rota::loadtest::run(options)),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Config(ConfigCommand::Default) => {
-            print!("{}", rota::config::ValidConfig::default().to_yaml());
+            print_stdout(&rota::config::ValidConfig::default().to_yaml())?;
             Ok(())
         }
     }
@@ -121,7 +130,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
-    print!("{}", config.to_yaml());
+    print_stdout(&config.to_yaml())?;
     Ok(())
 }
 

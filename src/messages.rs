@@ -1,6 +1,16 @@
-//! Library messages rewritten for people: serde names the Rust type it expected (`expected
-//! u16`), which says nothing to someone editing a YAML file. Must not: change what a message
-//! means, only how the expected type is spelled.
+//! Text for people: library messages rewritten in plain words (serde names the Rust type it
+//! expected, `expected u16`, which says nothing to someone editing a YAML file), and output to
+//! stdout that survives a closed pipe (`rota simulate | head`), where `print!` would panic.
+//! Must not: change what a message means, only how the expected type is spelled.
+
+/// Writes `text` to stdout and flushes. A reader that went away (`| head`) gives an
+/// [`std::io::ErrorKind::BrokenPipe`] error, which `main` ends on quietly.
+pub fn print_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
 
 /// Rust type names as serde spells them, and what they mean in a document.
 const TYPE_WORDS: [(&str, &str); 12] = [

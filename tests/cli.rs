@@ -415,3 +415,24 @@ fn loadtest_against_a_silent_server_ends_within_its_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     drop(silent);
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rota"))
+        .args(["simulate", "--jobs", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the rota binary starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.starts_with("workload:"), "{first}");
+    // The reader is gone (as `| head -1` leaves it): the next write meets a closed pipe.
+    let output = child.wait_with_output().expect("rota ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -116,7 +116,7 @@ pub struct ExplainArgs {
 /// `rota explain`: asks the extender and prints a summary.
 pub async fn run_explain(args: ExplainArgs) -> anyhow::Result<()> {
     let explanation = fetch(&args.extender, &args.pod).await?;
-    print!("{}", summary(&explanation));
+    crate::messages::print_stdout(&summary(&explanation))?;
     Ok(())
 }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::messages::print_stdout;
 use client::{connect, exchange, run_worker, Failure, RunStats, WorkerPlan};
 
 /// The extender's default listen address, as `rota extender` serves it.
@@ -192,8 +193,8 @@ impl Error {
 pub async fn run(options: LoadtestOptions) -> anyhow::Result<()> {
     let report = load_test(&options).await?;
     match options.output {
-        OutputFormat::Text => print!("{}", report.render_text()),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print_stdout(&report.render_text())?,
+        OutputFormat::Json => print_stdout(&(serde_json::to_string_pretty(&report)? + "\n"))?,
     }
     let total = &report.total;
     anyhow::ensure!(total.requests > 0, "no request was measured");

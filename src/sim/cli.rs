@@ -24,6 +24,7 @@ use super::report::{self, effective_warmup, PolicySummary};
 use super::trace::{self, Trace};
 use super::verdict::{self, wrap};
 use super::workload;
+use crate::messages::print_stdout;
 
 /// Trace file formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -223,7 +224,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let workload = describe(&trace, &cluster, &engine, &args);
     let text = args.output == OutputFormat::Text;
     if text {
-        print!("{}", wrap(&workload, WIDTH));
+        print_stdout(&wrap(&workload, WIDTH))?;
     }
     let runs = replay_all(&args, &trace, &cluster, &engine, &policies)?;
     let summaries: Vec<PolicySummary> = runs.iter().map(|r| r.summary.clone()).collect();
@@ -238,12 +239,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     notes.push(report::timing_line(&summaries, &timing));
     match text {
         true => {
-            print!("{}", report::table(&summaries));
+            print_stdout(&report::table(&summaries))?;
             for line in notes.iter().chain(&verdict) {
-                print!("{}", wrap(line, WIDTH));
+                print_stdout(&wrap(line, WIDTH))?;
             }
         }
-        false => println!("{}", json_report(&workload, &summaries, &timing, &verdict)?),
+        false => print_stdout(&(json_report(&workload, &summaries, &timing, &verdict)? + "\n"))?,
     }
     if let Some(dir) = &args.out {
         let page = Page {
@@ -253,7 +254,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         };
         write_outputs(dir, &runs, &summaries, &timing, &page, cluster.capacity())?;
         if text {
-            println!("wrote {}", dir.join("report.html").display());
+            print_stdout(&format!("wrote {}\n", dir.join("report.html").display()))?;
         }
     }
     Ok(())
