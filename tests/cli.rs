@@ -428,7 +428,9 @@ fn a_closed_stdout_ends_the_run_quietly() {
         .expect("the rota binary starts");
     let stdout = child.stdout.take().expect("stdout piped");
     let mut first = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut first).unwrap();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
     assert!(first.starts_with("workload:"), "{first}");
     // The reader is gone (as `| head -1` leaves it): the next write meets a closed pipe.
     let output = child.wait_with_output().expect("rota ends");
