@@ -217,7 +217,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             thresholds_gpu_seconds: args.las_thresholds.clone(),
         },
         rota: match &args.config {
-            Some(file) => RotaSettings::from_config(&*crate::config::load(file)?),
+            Some(file) => RotaSettings::from_config(&*load_config(file)?),
             None => RotaSettings::default(),
         },
     };
@@ -258,6 +258,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `--config` file, its name in every error.
+fn load_config(file: &Path) -> anyhow::Result<crate::config::ValidConfig> {
+    crate::config::load(file).with_context(|| format!("--config {}", file.display()))
 }
 
 /// Width of the text output, in characters.
@@ -484,7 +489,7 @@ fn sniff(file: &Path) -> anyhow::Result<TraceFormat> {
 
 fn apply_weights(trace: &mut Trace, args: &SimulateArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.config {
-        let config = crate::config::load(file)?;
+        let config = load_config(file)?;
         for t in &mut trace.tenants {
             t.weight = config.tenant_weight(&t.name);
         }
