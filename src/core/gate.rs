@@ -449,7 +449,7 @@ pub struct HeadRoom {
 
 impl HeadRoom {
     /// The head room at stake for scoring `pod`, or `None` when nothing is (the component is
-    /// then left out). O(nodes) when the queue has a head, O(1) otherwise.
+    /// then left out). O(d) for d distinct free-GPU counts, independent of the cluster's size.
     pub fn for_pod(cluster: &ClusterSnapshot, pod: &GpuPod) -> Option<Self> {
         let (resource, request) = primary_resource(pod)?;
         let state = cluster.workloads();
@@ -462,15 +462,8 @@ impl HeadRoom {
             .map_or(head.gpus, |w| w.per_pod(resource))
             .max(1);
         let pods_left = head.gpus.div_ceil(per_pod).max(1);
-        let fitting = cluster
-            .nodes()
-            .filter(|n| counts_capacity(n) && n.free(resource) >= per_pod)
-            .take(
-                usize::try_from(pods_left)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1),
-            )
-            .count() as u64;
+        // Read from the free-GPU histogram the watch events keep, not a pass over the nodes.
+        let fitting = state.nodes_with_free(resource, per_pod);
         if fitting == 0 || fitting > pods_left {
             return None;
         }
