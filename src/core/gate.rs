@@ -503,6 +503,45 @@ impl HeadRoom {
 mod tests {
     use super::*;
 
+    use crate::testing;
+
+    /// The walk's own step for `pod`.
+    fn walked(c: &ClusterSnapshot, pod: &GpuPod) -> Step {
+        let queue = c.workloads().queue();
+        let entry = queue.get(&pod.workload).expect("queued");
+        let mut supply = ClusterSupply::new(c, &entry.resource);
+        turn_of(queue, &pod.workload, &mut supply)
+            .expect("a turn")
+            .step
+    }
+
+    #[test]
+    fn one_gpu_queues_that_fit_are_admitted_as_the_walk_admits_them() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(testing::node("n1", 4));
+        for i in 0..4 {
+            c.upsert_pod(testing::pod(&format!("p{i}"), None, 1));
+        }
+        let (resource, free) = ("nvidia.com/gpu", 4);
+        assert!(everything_fits(c.workloads().queue(), resource, free));
+        for i in 0..4 {
+            let pod = c.pod(&format!("p{i}")).expect("stored").clone();
+            assert_eq!(
+                check(&c, &pod, true),
+                GateVerdict::Admit(AdmitReason::InTurn)
+            );
+            assert_eq!(walked(&c, &pod), Step::Admit { backfill: false });
+        }
+        // One more than the free GPUs, or a two-GPU workload: the walk decides.
+        c.upsert_pod(testing::pod("p4", None, 1));
+        assert!(!everything_fits(c.workloads().queue(), resource, free));
+        c.remove_pod("p4");
+        c.upsert_pod(testing::pod("two", None, 2));
+        assert!(!everything_fits(c.workloads().queue(), resource, 8));
+        c.remove_pod("two");
+        assert!(everything_fits(c.workloads().queue(), resource, free));
+    }
+
     #[test]
     fn gpus_are_printed_whole_when_whole() {
         assert_eq!(gpus(8.0), "8");
