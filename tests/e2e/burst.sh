@@ -20,6 +20,10 @@ N=${N:-2000}
 ROUNDS=${ROUNDS:-1}
 CONFIGS=${CONFIGS:-none rota-none rota}
 SCHED_QPS=${SCHED_QPS:-5000}
+# Ports of their own, so a control plane of another checkout on the defaults is left alone.
+export API_PORT=${API_PORT:-16443} ETCD_PORT=${ETCD_PORT:-12379} ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
+SCHED_PORT=${SCHED_PORT:-20259}
+ROTA_PORT=${ROTA_PORT:-18888}
 HERE=tests/e2e
 
 run() { # round config
@@ -31,18 +35,18 @@ run() { # round config
   if [[ "$2" != none ]]; then
     kubectl create namespace rota-system >/dev/null
     local mode=kube; [[ "$2" == rota-none ]] && mode=none
-    "$ROTA" serve --listen 127.0.0.1:8888 --cluster "$mode" --ledger-file "$run_dir/ledger.json" \
+    "$ROTA" serve --listen 127.0.0.1:$ROTA_PORT --cluster "$mode" --ledger-file "$run_dir/ledger.json" \
       >"$run_dir/rota.log" 2>&1 &
     rota_pid=$!
     for _ in $(seq 1 120); do
-      curl -fs http://127.0.0.1:8888/readyz >/dev/null 2>&1 && break
+      curl -fs http://127.0.0.1:$ROTA_PORT/readyz >/dev/null 2>&1 && break
       sleep 0.5
     done
   fi
   sched_config "$run_dir" "$2" >"$run_dir/scheduler-config.yaml"
   start=$(date +%s.%N)
   "$BIN_DIR/kube-scheduler" --config="$run_dir/scheduler-config.yaml" --bind-address=127.0.0.1 \
-    --secure-port=10259 --authentication-kubeconfig="$run_dir/scheduler.kubeconfig" \
+    --secure-port=$SCHED_PORT --authentication-kubeconfig="$run_dir/scheduler.kubeconfig" \
     --authorization-kubeconfig="$run_dir/scheduler.kubeconfig" \
     --cert-dir="$run_dir/scheduler-certs" --v=1 >"$run_dir/kube-scheduler.log" 2>&1 &
   sched_pid=$!
@@ -68,7 +72,7 @@ YAML
   [[ "$2" == none ]] && return
   cat <<YAML
 extenders:
-- urlPrefix: http://127.0.0.1:8888
+- urlPrefix: http://127.0.0.1:$ROTA_PORT
   filterVerb: filter
   prioritizeVerb: prioritize
   weight: 1
