@@ -26,8 +26,24 @@ SCHED_PORT=${SCHED_PORT:-20259}
 ROTA_PORT=${ROTA_PORT:-18888}
 HERE=tests/e2e
 
+# Stops what the current run started (only those processes, by their ids).
+cleanup() {
+  local pid
+  for pid in ${sched_pid:-} ${rota_pid:-}; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  sched_pid="" rota_pid=""
+  # KEEP=1 keeps the run's folder (logs) for a look afterwards.
+  if [[ -n "${RUN_DIR:-}" ]]; then
+    bash "$CP/down.sh" $([[ -n "${KEEP:-}" ]] || echo --purge) >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
 run() { # round config
-  local run_dir rota_pid="" sched_pid="" start end
+  local run_dir start end
+  rota_pid="" sched_pid=""
   run_dir=$(mktemp -d)
   export RUN_DIR=$run_dir WITH_SCHEDULER=0 WITH_KCM=0 KUBECONFIG=$run_dir/admin.kubeconfig
   bash "$CP/up.sh" >"$run_dir/up.log" 2>&1 || { cat "$run_dir/up.log"; return 1; }
@@ -35,13 +51,19 @@ run() { # round config
   if [[ "$2" != none ]]; then
     kubectl create namespace rota-system >/dev/null
     local mode=kube; [[ "$2" == rota-none ]] && mode=none
-    "$ROTA" serve --listen 127.0.0.1:$ROTA_PORT --cluster "$mode" --ledger-file "$run_dir/ledger.json" \
+    if curl -fs "http://127.0.0.1:$ROTA_PORT/healthz" >/dev/null 2>&1; then
+      echo "something already answers on port $ROTA_PORT" >&2
+      return 1
+    fi
+    "$ROTA" extender --listen 127.0.0.1:$ROTA_PORT --cluster "$mode" --ledger-file "$run_dir/ledger.json" \
       >"$run_dir/rota.log" 2>&1 &
     rota_pid=$!
     for _ in $(seq 1 120); do
       curl -fs http://127.0.0.1:$ROTA_PORT/readyz >/dev/null 2>&1 && break
+      kill -0 "$rota_pid" 2>/dev/null || { cat "$run_dir/rota.log"; return 1; }
       sleep 0.5
     done
+    kill -0 "$rota_pid" 2>/dev/null || { cat "$run_dir/rota.log"; return 1; }
   fi
   sched_config "$run_dir" "$2" >"$run_dir/scheduler-config.yaml"
   start=$(date +%s.%N)
@@ -50,12 +72,13 @@ run() { # round config
     --authorization-kubeconfig="$run_dir/scheduler.kubeconfig" \
     --cert-dir="$run_dir/scheduler-certs" --v=1 >"$run_dir/kube-scheduler.log" 2>&1 &
   sched_pid=$!
-  while [[ $(python3 "$HERE/burst_objects.py" unbound) != 0 ]]; do sleep 0.5; done
+  while [[ $(python3 "$HERE/burst_objects.py" unbound) != 0 ]]; do
+    sleep 0.5
+    (( $(date +%s) - ${start%.*} < ${LIMIT_S:-900} )) || { echo "$1 $2: not all bound after ${LIMIT_S:-900} s" >&2; return 1; }
+  done
   end=$(date +%s.%N)
   echo "$1 $2 $N $((2 * N)) $(echo "$end - $start" | bc)"
-  kill "$sched_pid"; wait "$sched_pid" 2>/dev/null || true
-  if [[ -n "$rota_pid" ]]; then kill "$rota_pid"; wait "$rota_pid" 2>/dev/null || true; fi
-  bash "$CP/down.sh" --purge >/dev/null 2>&1 || true
+  cleanup
 }
 
 sched_config() { # run_dir config
