@@ -228,6 +228,26 @@ pub struct ScoringConfig {
     pub utilisation: f64,
     /// Keeping room for the head of the fair-share queue. Default 1.
     pub head_room: f64,
+    /// How the prioritize answer is written. Default `sparse`.
+    pub answer: ScoreAnswer,
+}
+
+/// The form of the prioritize answer (`scoring.answer`).
+///
+/// kube-scheduler adds `score × weight × 10` to each host in the answer and nothing to a host
+/// left out (`prioritizeNodes` in `pkg/scheduler/schedule_one.go`), so lowering every score by
+/// the same amount changes no node's rank: `sparse` subtracts the lowest score among the
+/// candidates and leaves out the hosts that reach 0. Most hosts in a burst are alike (empty,
+/// or equally full), so most of the answer goes. `full` lists every candidate with its
+/// absolute score (for people who read the scores in the scheduler's logs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreAnswer {
+    /// Scores relative to the lowest candidate; hosts at 0 left out.
+    #[default]
+    Sparse,
+    /// Every candidate with its absolute score.
+    Full,
 }
 
 /// The fair-share filter gate.
@@ -336,6 +356,7 @@ impl Default for ScoringConfig {
             thermal: 0.5,
             utilisation: 0.5,
             head_room: 1.0,
+            answer: ScoreAnswer::default(),
         }
     }
 }

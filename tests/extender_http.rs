@@ -76,12 +76,8 @@ async fn captured_requests_get_valid_answers() {
         let (status, answer) = server.request("POST", "/prioritize", &body).await;
         assert_eq!(status, 200, "{answer}");
         let list: Vec<Value> = serde_json::from_str(&answer).unwrap();
-        assert_eq!(list.len(), 3);
-        for hp in list {
-            let score = hp["Score"].as_i64().unwrap();
-            assert!((0..=10).contains(&score), "{hp}");
-            assert!(hp["Host"].as_str().unwrap().starts_with("gpu-node-"));
-        }
+        // Sparse (the default): the three learned nodes are alike, so none needs a score.
+        assert!(list.is_empty(), "{answer}");
     }
     server.stop().await;
 }

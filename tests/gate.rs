@@ -408,7 +408,10 @@ fn prioritize(ctx: &Context, pod: &PodSpec<'_>, nodes: &[&str]) -> Vec<i64> {
 
 #[test]
 fn head_room_steers_a_small_pod_off_the_only_node_where_the_waiting_gang_fits() {
-    let ctx = context(ValidConfig::default());
+    // Absolute scores (`scoring.answer: full`), compared with packing alone below.
+    let mut config = RotaConfig::default();
+    config.scoring.answer = rota::config::ScoreAnswer::Full;
+    let ctx = context(config.validate().unwrap());
     // "roomy": 16 GPUs, 8 free (the 8-GPU gang fits only here); "tight": 8 GPUs, 7 free.
     ctx.view.apply_node(&node("roomy", 16));
     ctx.view.apply_node(&node("tight", 8));

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use rota::config::ValidConfig;
+use rota::config::{RotaConfig, ScoreAnswer, ValidConfig};
 use rota::core::health::HealthState;
 use rota::core::telemetry::{GpuCondition, NodeTelemetry, TelemetrySource};
 use rota::extender::{verbs, Context};
@@ -43,12 +43,51 @@ fn pin(name: &str, got: &[u8]) {
     );
 }
 
-/// Pins both verbs' answers to `body` under `ctx`.
+/// Pins both verbs' answers to `body` under `ctx`: the full prioritize list (`scoring.answer:
+/// full`, the answers recorded before the sparse form existed) and the default sparse one,
+/// which must be the full list less its lowest score, hosts at 0 left out.
 fn pin_both(ctx: &Context, case: &str, body: &[u8]) {
     let filtered = verbs::filter(ctx, body).expect("filter answers");
     pin(&format!("{case}.filter.json"), &filtered);
-    let scored = verbs::prioritize(ctx, body).expect("prioritize answers");
-    pin(&format!("{case}.prioritize.json"), &scored);
+    let full = verbs::prioritize(&with_answer(ctx, ScoreAnswer::Full), body).expect("full");
+    pin(&format!("{case}.prioritize.json"), &full);
+    let sparse = verbs::prioritize(ctx, body).expect("prioritize answers");
+    pin(&format!("{case}.prioritize-sparse.json"), &sparse);
+    assert_eq!(
+        decode_scores(&sparse),
+        sparse_of(&decode_scores(&full)),
+        "{case}"
+    );
+}
+
+/// `ctx` with `scoring.answer` set to `answer`.
+fn with_answer(ctx: &Context, answer: ScoreAnswer) -> Context {
+    let mut config: RotaConfig = (**ctx.config).clone();
+    config.scoring.answer = answer;
+    Context {
+        config: Arc::new(config.validate().expect("valid")),
+        ..ctx.clone()
+    }
+}
+
+fn decode_scores(answer: &[u8]) -> Vec<(String, i64)> {
+    let list: Vec<Value> = serde_json::from_slice(answer).expect("a JSON array");
+    list.iter()
+        .map(|h| {
+            (
+                h["Host"].as_str().unwrap().to_owned(),
+                h["Score"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn sparse_of(full: &[(String, i64)]) -> Vec<(String, i64)> {
+    let lowest = full.iter().map(|(_, s)| *s).min().unwrap_or(0);
+    (full.iter())
+        .filter(|(_, s)| *s > lowest)
+        .map(|(h, s)| (h.clone(), s - lowest))
+        .collect()
 }
 
 fn node(name: &str, i: usize) -> Node {

@@ -159,6 +159,13 @@ impl Pool {
         self.nodes.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// Nodes with at least `gpus` GPUs (at least one): O(d) for d distinct node sizes.
+    pub fn nodes_with_at_least(&self, gpus: u64) -> u64 {
+        (self.nodes.range(gpus.max(1)..))
+            .map(|(_, &n)| n)
+            .fold(0, u64::saturating_add)
+    }
+
     /// Whether the pool has no GPU.
     pub fn is_empty(&self) -> bool {
         self.total == 0
@@ -295,6 +302,15 @@ mod tests {
         );
         // A last, smaller pod uses what is left on a node.
         assert!(nodes.fits(Demand::new(7, 2)));
+    }
+
+    #[test]
+    fn nodes_are_counted_by_size() {
+        let pool = Pool::of([1, 4, 4, 8, 0]);
+        assert_eq!(pool.nodes_with_at_least(0), 4);
+        assert_eq!(pool.nodes_with_at_least(2), 3);
+        assert_eq!(pool.nodes_with_at_least(8), 1);
+        assert_eq!(pool.nodes_with_at_least(9), 0);
     }
 
     #[test]

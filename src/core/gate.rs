@@ -318,6 +318,9 @@ pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerd
     };
     let mut supply = ClusterSupply::new(cluster, &entry.resource);
     let free = supply.free_gpus();
+    if everything_fits(queue, &entry.resource, free) {
+        return GateVerdict::Admit(AdmitReason::InTurn);
+    }
     let Some(turn) = turn_of(queue, &pod.workload, &mut supply) else {
         return GateVerdict::NotGated;
     };
@@ -336,6 +339,15 @@ pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerd
             GateVerdict::Hold(hold_reason(cluster, entry, &turn, total, free))
         }
     }
+}
+
+/// Whether the walk would admit every queued workload of `resource` without looking: each
+/// asks for one GPU (a one-GPU demand fits any pool with a free GPU) and together they need
+/// no more than the `free` GPUs, so each fits now in turn, none reserves and none can never
+/// fit. Makes a burst of one-GPU pods O(1) per request instead of a walk to the pod's place.
+fn everything_fits(queue: &FairQueue<WorkloadId>, resource: &str, free: u64) -> bool {
+    let (gpus, multi) = queue.demand_of(resource);
+    multi == 0 && gpus <= free
 }
 
 /// The rejection reason of a workload that can never fit.
@@ -449,7 +461,7 @@ pub struct HeadRoom {
 
 impl HeadRoom {
     /// The head room at stake for scoring `pod`, or `None` when nothing is (the component is
-    /// then left out). O(nodes) when the queue has a head, O(1) otherwise.
+    /// then left out). O(d) for d distinct free-GPU counts, independent of the cluster's size.
     pub fn for_pod(cluster: &ClusterSnapshot, pod: &GpuPod) -> Option<Self> {
         let (resource, request) = primary_resource(pod)?;
         let state = cluster.workloads();
@@ -462,15 +474,8 @@ impl HeadRoom {
             .map_or(head.gpus, |w| w.per_pod(resource))
             .max(1);
         let pods_left = head.gpus.div_ceil(per_pod).max(1);
-        let fitting = cluster
-            .nodes()
-            .filter(|n| counts_capacity(n) && n.free(resource) >= per_pod)
-            .take(
-                usize::try_from(pods_left)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1),
-            )
-            .count() as u64;
+        // Read from the free-GPU histogram the watch events keep, not a pass over the nodes.
+        let fitting = state.nodes_with_free(resource, per_pod);
         if fitting == 0 || fitting > pods_left {
             return None;
         }
@@ -497,6 +502,45 @@ impl HeadRoom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::testing;
+
+    /// The walk's own step for `pod`.
+    fn walked(c: &ClusterSnapshot, pod: &GpuPod) -> Step {
+        let queue = c.workloads().queue();
+        let entry = queue.get(&pod.workload).expect("queued");
+        let mut supply = ClusterSupply::new(c, &entry.resource);
+        turn_of(queue, &pod.workload, &mut supply)
+            .expect("a turn")
+            .step
+    }
+
+    #[test]
+    fn one_gpu_queues_that_fit_are_admitted_as_the_walk_admits_them() {
+        let mut c = ClusterSnapshot::new();
+        c.upsert_node(testing::node("n1", 4));
+        for i in 0..4 {
+            c.upsert_pod(testing::pod(&format!("p{i}"), None, 1));
+        }
+        let (resource, free) = ("nvidia.com/gpu", 4);
+        assert!(everything_fits(c.workloads().queue(), resource, free));
+        for i in 0..4 {
+            let pod = c.pod(&format!("p{i}")).expect("stored").clone();
+            assert_eq!(
+                check(&c, &pod, true),
+                GateVerdict::Admit(AdmitReason::InTurn)
+            );
+            assert_eq!(walked(&c, &pod), Step::Admit { backfill: false });
+        }
+        // One more than the free GPUs, or a two-GPU workload: the walk decides.
+        c.upsert_pod(testing::pod("p4", None, 1));
+        assert!(!everything_fits(c.workloads().queue(), resource, free));
+        c.remove_pod("p4");
+        c.upsert_pod(testing::pod("two", None, 2));
+        assert!(!everything_fits(c.workloads().queue(), resource, 8));
+        c.remove_pod("two");
+        assert!(everything_fits(c.workloads().queue(), resource, free));
+    }
 
     #[test]
     fn gpus_are_printed_whole_when_whole() {

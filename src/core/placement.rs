@@ -178,6 +178,17 @@ pub fn prioritize(
         .collect()
 }
 
+/// The sparse answer of `scores` ([`ScoreAnswer::Sparse`](crate::config::ScoreAnswer)):
+/// `(index, score − lowest)` for each candidate above the lowest score, in input order.
+/// kube-scheduler gives a host left out of the answer no extender score, so every node's total
+/// drops by the same `lowest × weight × 10` and no node's rank changes.
+pub fn above_lowest(scores: &[i64]) -> impl Iterator<Item = (usize, i64)> + '_ {
+    let lowest = scores.iter().copied().min().unwrap_or(0);
+    (scores.iter().enumerate())
+        .filter(move |&(_, &s)| s > lowest)
+        .map(move |(i, &s)| (i, s - lowest))
+}
+
 /// One node's score: packing, plus health, thermal headroom and (on shared GPUs) measured idle
 /// capacity where telemetry provides them. A component without data is left out of the mean
 /// (weight 0), so a node without telemetry scores on packing alone, as before telemetry.
@@ -520,6 +531,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_sparse_answer_keeps_differences_and_drops_the_lowest() {
+        assert_eq!(above_lowest(&[]).count(), 0);
+        assert_eq!(above_lowest(&[1, 1, 1]).count(), 0);
+        let sparse: Vec<_> = above_lowest(&[3, 1, 10, 1, 0, 4]).collect();
+        assert_eq!(sparse, vec![(0, 3), (1, 1), (2, 10), (3, 1), (5, 4)]);
+        let sparse: Vec<_> = above_lowest(&[3, 1, 10, 1]).collect();
+        assert_eq!(sparse, vec![(0, 2), (2, 9)]);
     }
 
     #[test]

@@ -170,6 +170,10 @@ struct ResourceQueue<K> {
     tenants: FxHashMap<String, Own<K>>,
     heads: Heads<K>,
     len: usize,
+    /// GPUs of all entries (saturating) and how many entries ask for more than one: the
+    /// gate's O(1) answer when everything queued fits ([`FairQueue::demand_of`]).
+    gpus: u64,
+    multi: usize,
 }
 
 impl<K: Ord> Default for ResourceQueue<K> {
@@ -178,6 +182,8 @@ impl<K: Ord> Default for ResourceQueue<K> {
             tenants: FxHashMap::default(),
             heads: Heads::default(),
             len: 0,
+            gpus: 0,
+            multi: 0,
         }
     }
 }
@@ -268,6 +274,8 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
         };
         if own.slots.insert(Slot::of(&entry, self.within)) {
             queue.len += 1;
+            queue.gpus = queue.gpus.saturating_add(entry.gpus);
+            queue.multi += usize::from(entry.gpus > 1);
         }
         queue.rekey(&entry.tenant);
         self.entries.insert(entry.key.clone(), entry);
@@ -325,6 +333,14 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
     /// Pending workloads waiting for `resource`.
     pub fn len_for(&self, resource: &str) -> usize {
         self.resources.get(resource).map_or(0, |q| q.len)
+    }
+
+    /// `(GPUs of all entries, entries asking for more than one GPU)` of `resource`'s queue.
+    /// O(1).
+    pub fn demand_of(&self, resource: &str) -> (u64, usize) {
+        self.resources
+            .get(resource)
+            .map_or((0, 0), |q| (q.gpus, q.multi))
     }
 
     /// Resources with a queue (possibly empty), in no particular order.
@@ -416,6 +432,8 @@ impl<K: Clone + Eq + Hash + Ord> FairQueue<K> {
             .is_some_and(|own| own.slots.remove(&Slot::of(entry, self.within)));
         if removed {
             queue.len -= 1;
+            queue.gpus = queue.gpus.saturating_sub(entry.gpus);
+            queue.multi -= usize::from(entry.gpus > 1);
             queue.rekey(&entry.tenant);
         }
     }

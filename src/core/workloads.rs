@@ -350,6 +350,13 @@ impl Workloads {
         self.free_pools.get(resource).cloned().unwrap_or_default()
     }
 
+    /// How many ready, schedulable nodes have at least `gpus` of `resource` free
+    /// (reservations not subtracted): O(d) for d distinct free counts, whatever the cluster's
+    /// size.
+    pub fn nodes_with_free(&self, resource: &str, gpus: u64) -> u64 {
+        (self.free_pools.get(resource)).map_or(0, |p| p.nodes_with_at_least(gpus))
+    }
+
     /// Ready, schedulable nodes by allocatable GPUs of `resource`.
     pub fn capacity_pool(&self, resource: &str) -> Pool {
         self.capacity_pools

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::clock::now_seconds as unix_now;
+use crate::config::ScoreAnswer;
 use crate::core::health::TelemetryRules;
 use crate::core::preemption::{self, Candidate, NodeCandidates, VictimRules};
 use crate::core::{gate, placement, GpuPod};
@@ -163,7 +164,8 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Answers `prioritize`: a bare array of `{Host, Score}` in 0..=10.
+/// Answers `prioritize`: a bare array of `{Host, Score}` in 0..=10; by default only the hosts
+/// above the lowest score, relative to it (`scoring.answer`, [`ScoreAnswer`]).
 pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     const VERB: &str = "prioritize";
     let args: ExtenderArgs = decode(VERB, body)?;
@@ -180,14 +182,20 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
         &telemetry_rules(ctx, now),
     );
 
-    let list: Vec<HostPriority> = names
-        .iter()
-        .zip(scores)
-        .map(|(&host, score)| HostPriority {
-            host: Cow::Borrowed(host),
-            score,
-        })
-        .collect();
+    let entry = |i: usize, score: i64| HostPriority {
+        host: Cow::Borrowed(names[i]),
+        score,
+    };
+    let list: Vec<HostPriority> = match ctx.config.scoring.answer {
+        ScoreAnswer::Sparse => placement::above_lowest(&scores)
+            .map(|(i, s)| entry(i, s))
+            .collect(),
+        ScoreAnswer::Full => scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| entry(i, s))
+            .collect(),
+    };
     let mut out = answer_buffer(list.len());
     wire::encode::host_priorities(&mut out, &list);
     Ok(out)

@@ -143,6 +143,9 @@ kind: KubeSchedulerConfiguration
 # In-cluster credentials of the ServiceAccount (no kubeconfig).
 clientConnection:
   kubeconfig: ""
+  # The client's 50/100 defaults cap binding at about 50 pods/s (deploy/README.md).
+  qps: {{ .Values.scheduler.clientConnection.qps }}
+  burst: {{ .Values.scheduler.clientConnection.burst }}
 leaderElection:
   leaderElect: true
   # A Lease of its own: it must not fight the default scheduler for kube-system/kube-scheduler.
@@ -151,10 +154,29 @@ leaderElection:
   resourceName: {{ include "rota.schedulerName" . }}
 profiles:
   - schedulerName: {{ .Values.scheduler.name }}
+    {{- with .Values.scheduler.percentageOfNodesToScore }}
+    # Nodes searched per pod (deploy/README.md, "Scheduler throughput").
+    percentageOfNodesToScore: {{ . }}
+    {{- end }}
+    {{- if not .Values.scheduler.extender.prioritize }}
+    # Without rota's prioritize verb, GPUs are packed in-tree: the fullest node that fits.
+    pluginConfig:
+      - name: NodeResourcesFit
+        args:
+          scoringStrategy:
+            type: MostAllocated
+            resources:
+              {{- range $gpuResources }}
+              - name: {{ . }}
+                weight: 1
+              {{- end }}
+    {{- end }}
 extenders:
   - urlPrefix: http://{{ include "rota.extenderName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.extender.port }}
     filterVerb: filter
+    {{- if .Values.scheduler.extender.prioritize }}
     prioritizeVerb: prioritize
+    {{- end }}
     preemptVerb: preempt
     # rota's scores are 0..10 and kube-scheduler adds score × weight × 10 to a node: weight 5
     # is up to 500 points against the in-tree plugins' 1,200 at v1.33 (default score weights

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# kube-scheduler's throughput on a burst of GPU pods, with and without rota (issue #18). Not in
+# CI: it needs the binaries of ../shared/controlplane/README.md and a release build of rota.
+#
+# Each run is a fresh control plane (no kubelet): N Ready 8-GPU nodes and 2N pending one-GPU
+# pods are created while no scheduler runs; then kube-scheduler starts (client QPS and burst
+# SCHED_QPS, `nodeCacheCapable: true`) and the time until every pod has a node is measured.
+# Configurations, interleaved in each round so they share the machine's load:
+#   none       no extender
+#   rota-none  rota as filter+prioritize extender with `--cluster none` (answers without policy)
+#   rota       rota as extender, watching the cluster (default config)
+# Usage: BIN_DIR=DIR ROTA=target/release/rota N=2000 ROUNDS=2 tests/e2e/burst.sh
+# Prints one line per run: `round config nodes pods seconds`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${BIN_DIR:?set BIN_DIR to the folder holding kube-apiserver and kube-scheduler}"
+ROTA=${ROTA:-target/release/rota}
+CP=${CONTROLPLANE:-../shared/controlplane}
+N=${N:-2000}
+ROUNDS=${ROUNDS:-1}
+CONFIGS=${CONFIGS:-none rota-none rota}
+SCHED_QPS=${SCHED_QPS:-5000}
+# Ports of their own, so a control plane of another checkout on the defaults is left alone.
+export API_PORT=${API_PORT:-16443} ETCD_PORT=${ETCD_PORT:-12379} ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
+SCHED_PORT=${SCHED_PORT:-20259}
+ROTA_PORT=${ROTA_PORT:-18888}
+HERE=tests/e2e
+
+# Stops what the current run started (only those processes, by their ids).
+cleanup() {
+  local pid
+  for pid in ${sched_pid:-} ${rota_pid:-}; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  sched_pid="" rota_pid=""
+  # KEEP=1 keeps the run's folder (logs) for a look afterwards.
+  if [[ -n "${RUN_DIR:-}" ]]; then
+    bash "$CP/down.sh" $([[ -n "${KEEP:-}" ]] || echo --purge) >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+run() { # round config
+  local run_dir start end
+  rota_pid="" sched_pid=""
+  run_dir=$(mktemp -d)
+  export RUN_DIR=$run_dir WITH_SCHEDULER=0 WITH_KCM=0 KUBECONFIG=$run_dir/admin.kubeconfig
+  bash "$CP/up.sh" >"$run_dir/up.log" 2>&1 || { cat "$run_dir/up.log"; return 1; }
+  python3 "$HERE/burst_objects.py" create "$N"
+  if [[ "$2" != none ]]; then
+    kubectl create namespace rota-system >/dev/null
+    local mode=kube; [[ "$2" == rota-none ]] && mode=none
+    if curl -fs "http://127.0.0.1:$ROTA_PORT/healthz" >/dev/null 2>&1; then
+      echo "something already answers on port $ROTA_PORT" >&2
+      return 1
+    fi
+    "$ROTA" extender --listen 127.0.0.1:$ROTA_PORT --cluster "$mode" --ledger-file "$run_dir/ledger.json" \
+      >"$run_dir/rota.log" 2>&1 &
+    rota_pid=$!
+    for _ in $(seq 1 120); do
+      curl -fs http://127.0.0.1:$ROTA_PORT/readyz >/dev/null 2>&1 && break
+      kill -0 "$rota_pid" 2>/dev/null || { cat "$run_dir/rota.log"; return 1; }
+      sleep 0.5
+    done
+    kill -0 "$rota_pid" 2>/dev/null || { cat "$run_dir/rota.log"; return 1; }
+  fi
+  sched_config "$run_dir" "$2" >"$run_dir/scheduler-config.yaml"
+  start=$(date +%s.%N)
+  "$BIN_DIR/kube-scheduler" --config="$run_dir/scheduler-config.yaml" --bind-address=127.0.0.1 \
+    --secure-port=$SCHED_PORT --authentication-kubeconfig="$run_dir/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$run_dir/scheduler.kubeconfig" \
+    --cert-dir="$run_dir/scheduler-certs" --v=1 >"$run_dir/kube-scheduler.log" 2>&1 &
+  sched_pid=$!
+  while [[ $(python3 "$HERE/burst_objects.py" unbound) != 0 ]]; do
+    sleep 0.5
+    (( $(date +%s) - ${start%.*} < ${LIMIT_S:-900} )) || { echo "$1 $2: not all bound after ${LIMIT_S:-900} s" >&2; return 1; }
+  done
+  end=$(date +%s.%N)
+  echo "$1 $2 $N $((2 * N)) $(echo "$end - $start" | bc)"
+  cleanup
+}
+
+sched_config() { # run_dir config
+  cat <<YAML
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $1/scheduler.kubeconfig
+  qps: $SCHED_QPS
+  burst: $SCHED_QPS
+leaderElection:
+  leaderElect: false
+YAML
+  [[ "$2" == none ]] && return
+  cat <<YAML
+extenders:
+- urlPrefix: http://127.0.0.1:$ROTA_PORT
+  filterVerb: filter
+  prioritizeVerb: prioritize
+  weight: 1
+  httpTimeout: 5s
+  nodeCacheCapable: true
+  managedResources:
+  - name: nvidia.com/gpu
+    ignoredByScheduler: false
+YAML
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for config in $CONFIGS; do run "$round" "$config"; done
+done

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Bulk objects for tests/e2e/burst.sh, straight to the API server (kubectl is too slow for
+thousands of objects).
+
+  burst_objects.py create N      N 8-GPU Ready nodes, then 2N pending one-GPU pods
+  burst_objects.py unbound       prints 1 while a burst pod has no spec.nodeName, else 0
+
+Reads the server and bearer token from $KUBECONFIG (the admin kubeconfig of up.sh).
+"""
+import concurrent.futures
+import json
+import os
+import re
+import ssl
+import sys
+import urllib.request
+
+CONFIG = open(os.environ["KUBECONFIG"]).read()
+SERVER = re.search(r"server: (\S+)", CONFIG).group(1)
+TOKEN = re.search(r"token: (\S+)", CONFIG).group(1)
+TLS = ssl.create_default_context()
+TLS.check_hostname = False
+TLS.verify_mode = ssl.CERT_NONE
+
+
+def call(method, path, body=None, content="application/json"):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(SERVER + path, data=data, method=method)
+    req.add_header("Authorization", "Bearer " + TOKEN)
+    req.add_header("Content-Type", content)
+    with urllib.request.urlopen(req, context=TLS, timeout=60) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def node(i):
+    name = f"gpu-node-{i}"
+    call("POST", "/api/v1/nodes", {
+        "metadata": {"name": name, "labels": {
+            "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81920"}},
+        "spec": {}})
+    resources = {"nvidia.com/gpu": "8", "cpu": "64", "memory": "512Gi", "pods": "110"}
+    call("PATCH", f"/api/v1/nodes/{name}/status", {"status": {
+        "capacity": resources, "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "e2e", "lastHeartbeatTime": None,
+                        "lastTransitionTime": None}]}},
+         content="application/strategic-merge-patch+json")
+    # The node lifecycle taints a node created without a kubelet as not ready; drop them.
+    call("PATCH", f"/api/v1/nodes/{name}", {"spec": {"taints": None}},
+         content="application/merge-patch+json")
+
+
+def pod(i):
+    call("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": f"burst-{i}", "labels": {"app": "burst"}},
+        "spec": {"containers": [{"name": "main", "image": "registry.invalid/none:0",
+                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
+
+
+def create(n):
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        list(pool.map(node, range(n)))
+        list(pool.map(pod, range(2 * n)))
+
+
+def unbound():
+    """1 while some burst pod has no node, else 0: one unbound pod at most is sent back, so
+    polling stays cheap for the API server (a full list of 10,000 pods twice a second is not)."""
+    query = "labelSelector=app%3Dburst&fieldSelector=spec.nodeName%3D&limit=1"
+    items = call("GET", "/api/v1/namespaces/default/pods?" + query)["items"]
+    return 1 if items else 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "create":
+        create(int(sys.argv[2]))
+    else:
+        print(unbound())
