@@ -121,6 +121,7 @@ impl Burst {
             config: Arc::new(config),
             learn_nodes: false,
             held_events: None,
+            rotation_marks: None,
         };
         let full = Context {
             config: Arc::new(full_config.validate().expect("valid")),

@@ -58,6 +58,7 @@ fn context(answer: ScoreAnswer, view: Arc<ClusterView>) -> Context {
         config: Arc::new(config.validate().expect("valid")),
         learn_nodes: true,
         held_events: None,
+        rotation_marks: None,
     }
 }
 
