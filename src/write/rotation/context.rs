@@ -267,6 +267,18 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// `{"metadata":{"resourceVersion":…,"annotations":…}}`: a merge patch of annotations that the
+/// API server refuses (409) when the object changed since it was read. The kinds' actuators
+/// add their `spec` fields to it.
+pub(crate) fn annotations_patch<K: Resource>(object: &K, annotations: Value) -> Value {
+    let mut metadata = serde_json::Map::new();
+    if let Some(rv) = &object.meta().resource_version {
+        metadata.insert("resourceVersion".into(), Value::from(rv.as_str()));
+    }
+    metadata.insert("annotations".into(), annotations);
+    serde_json::json!({ "metadata": metadata })
+}
+
 /// The object's annotation `key`, if set.
 pub(crate) fn annotation<'a, K: Resource>(object: &'a K, key: &str) -> Option<&'a str> {
     object

@@ -14,9 +14,11 @@
 use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::context::{annotation, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES};
+use super::context::{
+    annotation, annotations_patch, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES,
+};
 use super::notice::clearing_notice;
 use super::{Action, Actuator, Direction, Outcome, Result, ROTATED_OUT_AT, ROTATION_REASON};
 
@@ -123,12 +125,9 @@ fn decide_resume(job: &Job) -> Decision {
 /// `{"metadata":{"resourceVersion":…,"annotations":…},"spec":{"suspend":…}}`; the
 /// resourceVersion makes the API server refuse (409) if the Job changed since it was read.
 fn patch(job: &Job, annotations: Value, suspend: bool) -> Value {
-    let mut metadata = Map::new();
-    if let Some(rv) = &job.metadata.resource_version {
-        metadata.insert("resourceVersion".into(), json!(rv));
-    }
-    metadata.insert("annotations".into(), annotations);
-    json!({"metadata": metadata, "spec": {"suspend": suspend}})
+    let mut patch = annotations_patch(job, annotations);
+    patch["spec"] = json!({ "suspend": suspend });
+    patch
 }
 
 #[cfg(test)]

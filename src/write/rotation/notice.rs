@@ -14,9 +14,11 @@
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::context::{annotation, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES};
+use super::context::{
+    annotation, annotations_patch, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES,
+};
 use super::{Action, Direction, Outcome, Result, Warning, STOP_AT, STOP_FOR, STOP_REASON};
 use crate::core::WorkloadKind;
 use crate::names::{PREEMPTIBLE_ANNOTATION, STOP_WARNING_ANNOTATION};
@@ -154,16 +156,6 @@ fn api_resource(kind: WorkloadKind) -> ApiResource {
         WorkloadKind::Pod => (GroupVersionKind::gvk("", "v1", "Pod"), "pods"),
     };
     ApiResource::from_gvk_with_plural(&gvk, plural)
-}
-
-/// `{"metadata":{"resourceVersion":…,"annotations":…}}`, guarded by what was read.
-fn annotations_patch(obj: &DynamicObject, annotations: Value) -> Value {
-    let mut metadata = Map::new();
-    if let Some(rv) = &obj.metadata.resource_version {
-        metadata.insert("resourceVersion".into(), json!(rv));
-    }
-    metadata.insert("annotations".into(), annotations);
-    json!({ "metadata": metadata })
 }
 
 #[cfg(test)]

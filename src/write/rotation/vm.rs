@@ -28,7 +28,8 @@ use kube::Api;
 use serde_json::{json, Map, Value};
 
 use super::context::{
-    annotation, api_error, truncate, Decision, KubeContext, PatchOp, MAX_NOTE_BYTES,
+    annotation, annotations_patch, api_error, truncate, Decision, KubeContext, PatchOp,
+    MAX_NOTE_BYTES,
 };
 use super::notice::clearing_notice;
 use super::{
@@ -192,7 +193,7 @@ fn decide_rotate_out(vm: &DynamicObject, now: &str, reason: &str) -> Decision {
     annotations[PREVIOUS_RUN_STRATEGY] = json!(strategy);
     if strategy == MANUAL {
         // The `stop` subresource follows the annotations (`VmActuator::act`).
-        return Decision::Patch(annotations_only(vm, annotations));
+        return Decision::Patch(annotations_patch(vm, annotations));
     }
     Decision::Patch(patch(vm, annotations, HALTED, legacy))
 }
@@ -207,7 +208,7 @@ fn decide_resume(vm: &DynamicObject) -> Decision {
             ROTATION_REASON: null,
             PREVIOUS_RUN_STRATEGY: null,
         });
-        return Decision::Patch(annotations_only(vm, annotations));
+        return Decision::Patch(annotations_patch(vm, annotations));
     }
     match (is_stopped(vm, &strategy), ours) {
         (true, true) => {
@@ -229,30 +230,17 @@ fn decide_resume(vm: &DynamicObject) -> Decision {
     }
 }
 
-/// The merge patch of rota's annotations alone, guarded by the resourceVersion that was read.
-fn annotations_only(vm: &DynamicObject, annotations: Value) -> Value {
-    let mut metadata = Map::new();
-    if let Some(rv) = &vm.metadata.resource_version {
-        metadata.insert("resourceVersion".into(), json!(rv));
-    }
-    metadata.insert("annotations".into(), annotations);
-    json!({ "metadata": metadata })
-}
-
 /// The merge patch setting `runStrategy` (and clearing a legacy `running`), guarded by the
 /// resourceVersion that was read.
 fn patch(vm: &DynamicObject, annotations: Value, strategy: &str, legacy: bool) -> Value {
-    let mut metadata = Map::new();
-    if let Some(rv) = &vm.metadata.resource_version {
-        metadata.insert("resourceVersion".into(), json!(rv));
-    }
-    metadata.insert("annotations".into(), annotations);
     let mut spec = Map::new();
     spec.insert("runStrategy".into(), json!(strategy));
     if legacy {
         spec.insert("running".into(), Value::Null);
     }
-    json!({"metadata": metadata, "spec": spec})
+    let mut patch = annotations_patch(vm, annotations);
+    patch["spec"] = Value::Object(spec);
+    patch
 }
 
 #[cfg(test)]
