@@ -9,11 +9,33 @@ use std::time::Duration;
 
 use crate::core::WorkloadKind;
 
-use super::{TenantConfig, ValidConfig};
+use super::{QuantumConfig, TenantConfig, ValidConfig, WarningConfig};
 
 /// Weight of the implicit default group: tenants that name no group (listed or not) share it,
 /// and it competes with the named groups as if it were one of weight 1.
 pub const DEFAULT_GROUP_WEIGHT: f64 = 1.0;
+
+impl QuantumConfig {
+    /// The quantum of a workload of this kind, seconds.
+    pub fn seconds_for(&self, kind: WorkloadKind) -> u64 {
+        match kind {
+            WorkloadKind::Job => self.job_seconds,
+            WorkloadKind::VirtualMachine => self.virtual_machine_seconds,
+            WorkloadKind::Pod => self.pod_seconds,
+        }
+    }
+}
+
+impl WarningConfig {
+    /// The notice a workload of this kind gets before a stop, seconds.
+    pub fn seconds_for(&self, kind: WorkloadKind) -> u64 {
+        match kind {
+            WorkloadKind::Job => self.job_seconds,
+            WorkloadKind::VirtualMachine => self.virtual_machine_seconds,
+            WorkloadKind::Pod => self.pod_seconds,
+        }
+    }
+}
 
 impl ValidConfig {
     /// The listed tenant called `name`, if any.
@@ -52,12 +74,7 @@ impl ValidConfig {
 
     /// Default minimum run time of a workload of this kind.
     pub fn quantum_for(&self, kind: WorkloadKind) -> Duration {
-        let q = &self.quantum;
-        Duration::from_secs(match kind {
-            WorkloadKind::Job => q.job_seconds,
-            WorkloadKind::VirtualMachine => q.virtual_machine_seconds,
-            WorkloadKind::Pod => q.pod_seconds,
-        })
+        Duration::from_secs(self.quantum.seconds_for(kind))
     }
 
     /// A quantum a workload asked for by annotation, clamped to
@@ -73,12 +90,7 @@ impl ValidConfig {
     /// kind's default.
     pub fn warning_for(&self, kind: WorkloadKind, asked: Option<u64>) -> u64 {
         let w = &self.rotation.warning;
-        let default = match kind {
-            WorkloadKind::Job => w.job_seconds,
-            WorkloadKind::VirtualMachine => w.virtual_machine_seconds,
-            WorkloadKind::Pod => w.pod_seconds,
-        };
-        asked.map_or(default, |a| a.min(w.max_seconds))
+        asked.map_or(w.seconds_for(kind), |a| a.min(w.max_seconds))
     }
 
     /// Half-life of decayed usage (saturates at `Duration::MAX` for absurd values).

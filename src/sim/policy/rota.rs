@@ -159,23 +159,11 @@ impl RotaSettings {
     }
 
     fn warning_of(&self, kind: WorkloadKind) -> f64 {
-        let w = &self.warning;
-        let seconds = match kind {
-            WorkloadKind::Job => w.job_seconds,
-            WorkloadKind::VirtualMachine => w.virtual_machine_seconds,
-            WorkloadKind::Pod => w.pod_seconds,
-        };
-        seconds as f64
+        self.warning.seconds_for(kind) as f64
     }
 
     fn quantum_of(&self, kind: WorkloadKind) -> f64 {
-        let q = &self.quantum;
-        let seconds = match kind {
-            WorkloadKind::Job => q.job_seconds,
-            WorkloadKind::VirtualMachine => q.virtual_machine_seconds,
-            WorkloadKind::Pod => q.pod_seconds,
-        };
-        seconds as f64
+        self.quantum.seconds_for(kind) as f64
     }
 }
 
