@@ -432,6 +432,11 @@ pub fn plan(input: &PlanInput, history: &RotationHistory) -> Plan {
 /// (tests compare the two).
 fn plan_with(input: &PlanInput, history: &RotationHistory, skip: bool) -> Plan {
     let mut tick = Tick::new(input, history);
+    // Resources with announced stops, found in one pass: those are settled every tick.
+    let noticed: FxHashSet<&str> = (input.running.iter())
+        .filter(|w| w.stop.is_some())
+        .map(|w| w.resource.as_str())
+        .collect();
     let mut resources: Vec<&ResourceState> = input.resources.iter().collect();
     resources.sort_by(|a, b| a.resource.cmp(&b.resource));
     resources.dedup_by(|a, b| a.resource == b.resource);
@@ -446,7 +451,7 @@ fn plan_with(input: &PlanInput, history: &RotationHistory, skip: bool) -> Plan {
         // owed or over beyond the margin).
         let resumes = rotated.clone().next().is_some();
         // Announced stops are settled every tick (stopped when due, or cancelled).
-        let announced = (input.running.iter()).any(|w| w.resource == r && w.stop.is_some());
+        let announced = noticed.contains(r);
         let keep_going = resumes || announced;
         if skip && !keep_going && tick.rotations_left() == 0 {
             continue;
@@ -579,13 +584,19 @@ impl<'a> Tick<'a> {
         let Some(choice) = pool.search(claim, self) else {
             return;
         };
-        let Some(from) = pool.commit(&choice, claim, self) else {
+        match pool.commit(&choice, claim, self) {
+            Some(from) => self.hand_over(pool, claim, "GPUs were freed by rotation", from),
             // Announced: the victims run out their warning; the claim waits for them.
-            pool.start(claim.tenant, w.gpus);
-            return;
-        };
+            None => pool.start(claim.tenant, w.gpus),
+        }
+    }
+
+    /// `claim` takes the GPUs its victims (of tenants `from`) gave up: a rotated-out claim is
+    /// resumed, a waiting one counts as started (the gate admits it), and the transfer is kept.
+    fn hand_over(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>, why: &str, from: Vec<String>) {
+        let w = claim.workload;
         if claim.resume {
-            self.resume(pool, claim, "GPUs were freed by rotation");
+            self.resume(pool, claim, why);
         } else {
             pool.start(claim.tenant, w.gpus);
         }
@@ -719,23 +730,17 @@ impl<'a> Tick<'a> {
                 });
             }
         }
-        let w = claim.workload;
         if due < victims.len() {
-            pool.start(claim.tenant, w.gpus);
+            pool.start(claim.tenant, claim.workload.gpus);
             return;
         }
-        if claim.resume {
-            self.resume(pool, claim, "GPUs were freed by an announced rotation");
-        } else {
-            pool.start(claim.tenant, w.gpus);
-        }
-        self.plan.transfers.push(Transfer {
-            to: w.id.clone(),
-            to_tenant: w.tenant.clone(),
-            resource: w.resource.clone(),
-            gpus: w.gpus,
-            from_tenants: victims.iter().map(|v| v.tenant.clone()).collect(),
-        });
+        let from = victims.iter().map(|v| v.tenant.clone()).collect();
+        self.hand_over(
+            pool,
+            claim,
+            "GPUs were freed by an announced rotation",
+            from,
+        );
     }
 
     fn resume(&mut self, pool: &mut Pool<'a>, claim: &Claim<'a>, why: &str) {
