@@ -68,10 +68,12 @@ fn rota_keeps_shares_closer_than_fifo() {
     );
 }
 
-/// Wraps the policy and checks, at every tick, that each job it suspends has run its quantum.
+/// Wraps the policy and checks, at every tick, that each job it suspends (of `kind`, when
+/// given) has run at least `least_run`: its quantum, plus its warning where it has one.
 struct QuantumWatch {
     inner: Rota,
-    quantum: f64,
+    least_run: f64,
+    kind: Option<WorkloadKind>,
     jobs: usize,
     rotations: usize,
 }
@@ -93,6 +95,7 @@ impl Policy for QuantumWatch {
         // A small trace: scanning every job here is fine for a test.
         let before: Vec<(JobId, f64, u32)> = (0..self.jobs as JobId)
             .filter(|&j| sim.job(j).status == JobStatus::Running)
+            .filter(|&j| self.kind.is_none_or(|k| sim.spec(j).kind == k))
             .map(|j| (j, sim.job(j).started_at, sim.job(j).preemptions))
             .collect();
         self.inner.on_tick(sim);
@@ -101,9 +104,9 @@ impl Policy for QuantumWatch {
                 self.rotations += 1;
                 let ran = sim.now() - started;
                 assert!(
-                    ran >= self.quantum,
-                    "job {j} rotated out after {ran} s, quantum {} s",
-                    self.quantum
+                    ran >= self.least_run,
+                    "job {j} rotated out after {ran} s, before {} s (quantum, and warning)",
+                    self.least_run
                 );
             }
         }
@@ -119,7 +122,8 @@ fn rotations_never_violate_the_quantum() {
     let cluster = ClusterSpec::homogeneous(16, 8);
     let settings = RotaSettings::default();
     let mut watch = QuantumWatch {
-        quantum: settings.quantum.job_seconds as f64,
+        least_run: settings.quantum.job_seconds as f64,
+        kind: None,
         inner: Rota::new(&trace, settings),
         jobs: trace.jobs.len(),
         rotations: 0,
@@ -282,51 +286,6 @@ fn vms_then_jobs() -> Trace {
     Trace::from_unsorted(tenants, jobs, None)
 }
 
-/// Checks at every tick that a VM suspended has run its quantum and then its warning.
-struct WarningWatch {
-    inner: Rota,
-    least_run: f64,
-    jobs: usize,
-    vm_rotations: usize,
-}
-
-impl Policy for WarningWatch {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn on_arrival(&mut self, sim: &Sim<'_>, job: JobId) {
-        self.inner.on_arrival(sim, job);
-    }
-    fn on_finish(&mut self, sim: &Sim<'_>, job: JobId) {
-        self.inner.on_finish(sim, job);
-    }
-    fn tick_seconds(&self) -> Option<f64> {
-        self.inner.tick_seconds()
-    }
-    fn on_tick(&mut self, sim: &mut Sim<'_>) {
-        let before: Vec<(JobId, f64, u32)> = (0..self.jobs as JobId)
-            .filter(|&j| sim.job(j).status == JobStatus::Running)
-            .filter(|&j| sim.spec(j).kind == WorkloadKind::VirtualMachine)
-            .map(|j| (j, sim.job(j).started_at, sim.job(j).preemptions))
-            .collect();
-        self.inner.on_tick(sim);
-        for (j, started, preemptions) in before {
-            if sim.job(j).preemptions > preemptions {
-                self.vm_rotations += 1;
-                let ran = sim.now() - started;
-                assert!(
-                    ran >= self.least_run,
-                    "VM {j} stopped after {ran} s, before its quantum and warning ({} s)",
-                    self.least_run
-                );
-            }
-        }
-    }
-    fn schedule(&mut self, sim: &mut Sim<'_>) {
-        self.inner.schedule(sim);
-    }
-}
-
 #[test]
 fn vms_are_stopped_only_after_their_warning_which_costs_the_waiting_tenant() {
     let trace = vms_then_jobs();
@@ -336,17 +295,18 @@ fn vms_are_stopped_only_after_their_warning_which_costs_the_waiting_tenant() {
         let mut config = rota::config::RotaConfig::default();
         config.rotation.warning.virtual_machine_seconds = warning;
         let settings = RotaSettings::from_config(&config);
-        let mut watch = WarningWatch {
+        let mut watch = QuantumWatch {
             least_run: (settings.quantum.virtual_machine_seconds + warning) as f64,
+            kind: Some(WorkloadKind::VirtualMachine),
             inner: Rota::new(&trace, settings),
             jobs: trace.jobs.len(),
-            vm_rotations: 0,
+            rotations: 0,
         };
         let out = engine::run(&trace, &cluster, &mut watch, &engine());
         assert!(out.jobs.iter().all(|j| j.status == JobStatus::Done));
         let s = summarize(&trace, &out, &none);
-        assert!(watch.vm_rotations > 0, "no VM was rotated out");
-        assert_eq!(s.preemptions_vms as usize, watch.vm_rotations);
+        assert!(watch.rotations > 0, "no VM was rotated out");
+        assert_eq!(s.preemptions_vms as usize, watch.rotations);
         s
     };
     let (warned, blunt) = (run(300), run(0));
