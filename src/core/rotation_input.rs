@@ -393,6 +393,15 @@ mod tests {
         }
     }
 
+    /// The input at [`NOW`] with no marks on Job or VM objects.
+    fn unmarked(
+        snap: &ClusterSnapshot,
+        rotated: &[RotatedOutWorkload],
+        config: &ValidConfig,
+    ) -> PlanInput {
+        build_plan_input(snap, rotated, &MarksById::new(), config, NOW)
+    }
+
     fn refreshed(mut snap: ClusterSnapshot, config: &ValidConfig) -> ClusterSnapshot {
         snap.refresh_fair_share(&SharePolicy::from_config(config), |_| 0.0, NOW);
         snap
@@ -415,13 +424,7 @@ mod tests {
         let mut done = pod("e", &job, "physics", 2, Some("n1"));
         done.active = false;
         snap.upsert_pod(done);
-        let input = build_plan_input(
-            &refreshed(snap, &config),
-            &[],
-            &MarksById::new(),
-            &config,
-            NOW,
-        );
+        let input = unmarked(&refreshed(snap, &config), &[], &config);
         assert_eq!(input.running.len(), 1);
         let w = &input.running[0];
         assert_eq!(w.id, job);
@@ -449,7 +452,7 @@ mod tests {
         snap.upsert_pod(pod("q", &id(WorkloadKind::Job, "wait"), "b", 4, None));
         let snap = refreshed(snap, &config);
         let plan_for = |rotated: &[RotatedOutWorkload]| {
-            let input = build_plan_input(&snap, rotated, &MarksById::new(), &config, NOW);
+            let input = unmarked(&snap, rotated, &config);
             let plan = crate::core::rotation::plan(&input, &RotationHistory::new());
             (input, plan)
         };
@@ -505,13 +508,7 @@ mod tests {
         let mut p = pod("5", &guarded, "t", 1, Some("n1"));
         p.priority_class = Some("critical".into());
         snap.upsert_pod(p);
-        let input = build_plan_input(
-            &refreshed(snap, &config),
-            &[],
-            &MarksById::new(),
-            &config,
-            NOW,
-        );
+        let input = unmarked(&refreshed(snap, &config), &[], &config);
         let get = |i: &WorkloadId| input.running.iter().find(|w| &w.id == i).unwrap();
         let q = &config.quantum;
         assert_eq!(get(&short).quantum_seconds, q.min_seconds as f64);
@@ -572,7 +569,7 @@ mod tests {
         };
         let suspended = id(WorkloadKind::Job, "suspended");
         let rotated = [out(&early), out(&suspended)];
-        let input = build_plan_input(&snap, &rotated, &MarksById::new(), &config, NOW);
+        let input = unmarked(&snap, &rotated, &config);
         let order: Vec<WorkloadId> = input.waiting.iter().map(|w| w.id.clone()).collect();
         assert_eq!(order, expected);
         let g = input.waiting.iter().find(|w| w.id == gang).unwrap();
