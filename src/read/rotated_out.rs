@@ -459,6 +459,27 @@ pub struct Indexed {
     marks: WorkloadMarks,
 }
 
+impl<K, F> RotatedOutFeed<'_, K, F>
+where
+    K: ResourceExt,
+    F: Fn(&K) -> Option<RotatedOutWorkload>,
+{
+    /// What `obj` adds to the index: its entry when rotated out, and its marks.
+    fn indexed(&self, obj: &K) -> Indexed {
+        Indexed {
+            id: id(self.kind, obj),
+            out: (self.entry)(obj),
+            marks: workload_marks(Some(obj.annotations())),
+        }
+    }
+
+    /// Sets (or, when empty, clears) one object's entry and marks.
+    fn store(&self, item: Indexed) {
+        self.index.set(item.id.clone(), item.out);
+        self.index.set_marks(item.id, item.marks);
+    }
+}
+
 impl<K, F> Index<K> for RotatedOutFeed<'_, K, F>
 where
     K: ResourceExt,
@@ -475,25 +496,19 @@ where
     }
 
     fn item(&self, obj: &K) -> Option<Indexed> {
-        let item = Indexed {
-            id: id(self.kind, obj),
-            out: (self.entry)(obj),
-            marks: workload_marks(Some(obj.annotations())),
-        };
-        (item.out.is_some() || !item.marks.is_empty()).then_some(item)
+        Some(self.indexed(obj)).filter(|i| i.out.is_some() || !i.marks.is_empty())
     }
 
     fn apply(&self, obj: &K) {
-        let id = id(self.kind, obj);
-        self.index.set(id.clone(), (self.entry)(obj));
-        self.index
-            .set_marks(id, workload_marks(Some(obj.annotations())));
+        self.store(self.indexed(obj));
     }
 
     fn delete(&self, obj: &K) {
-        let id = id(self.kind, obj);
-        self.index.set(id.clone(), None);
-        self.index.set_marks(id, WorkloadMarks::default());
+        self.store(Indexed {
+            id: id(self.kind, obj),
+            out: None,
+            marks: WorkloadMarks::default(),
+        });
     }
 
     fn replace(&self, items: Vec<Indexed>) {
