@@ -4,7 +4,8 @@
 //! it. `upsert_pod` / `remove_pod` maintain it incrementally (O(resources) per event), so a pod
 //! event never rescans the cluster. Pods bound to a node the snapshot does not know yet are
 //! counted as soon as that node arrives. A node's telemetry summary survives updates and
-//! re-lists of the node (only [`ClusterSnapshot::set_telemetry`] and removal change it).
+//! re-lists of the node (only [`ClusterSnapshot::set_telemetry`] and removal change it). Every
+//! node's [`NodeBrief`] (the extender's per-name view) is refreshed by the same events.
 //! The fair-share state ([`Workloads`]: held GPUs per tenant, capacity, the queue) is kept in
 //! step by the same events.
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::model::{GpuCounts, GpuNode, GpuPod};
+use super::node_brief::{BriefIndex, NodeBrief};
 use super::queue::WithinTenant;
 use super::telemetry::NodeTelemetry;
 use super::workloads::Workloads;
@@ -25,6 +27,7 @@ pub struct ClusterSnapshot {
     /// GPUs held per node name by active bound pods, known nodes or not: a node that arrives
     /// or changes reads its usage here in O(1) instead of a pass over every pod.
     usage: FxHashMap<String, GpuCounts>,
+    briefs: BriefIndex,
     workloads: Workloads,
 }
 
@@ -45,6 +48,16 @@ impl ClusterSnapshot {
     /// Looks a node up by name.
     pub fn node(&self, name: &str) -> Option<&GpuNode> {
         self.nodes.get(name)
+    }
+
+    /// The compact view of a node that filter and prioritize read per candidate name.
+    pub fn brief(&self, name: &str) -> Option<&NodeBrief> {
+        self.briefs.get(name)
+    }
+
+    /// Every node's brief, with the resource slots and hardware kinds they use.
+    pub fn briefs(&self) -> &BriefIndex {
+        &self.briefs
     }
 
     /// Looks a pod up by UID.
@@ -94,6 +107,7 @@ impl ClusterSnapshot {
             self.workloads.node_out(old);
         }
         self.workloads.node_in(&node);
+        self.briefs.update(&node);
         self.nodes.insert(node.name.clone(), node);
     }
 
@@ -107,6 +121,7 @@ impl ClusterSnapshot {
             return false;
         }
         node.telemetry = telemetry;
+        self.briefs.update(node);
         true
     }
 
@@ -114,6 +129,7 @@ impl ClusterSnapshot {
     pub fn remove_node(&mut self, name: &str) -> Option<GpuNode> {
         let old = self.nodes.remove(name)?;
         self.workloads.node_out(&old);
+        self.briefs.remove(name);
         Some(old)
     }
 
@@ -146,6 +162,7 @@ impl ClusterSnapshot {
     pub fn reset_nodes(&mut self, nodes: impl IntoIterator<Item = GpuNode>) {
         let mut old = std::mem::take(&mut self.nodes);
         self.workloads.clear_nodes();
+        self.briefs.clear();
         for mut node in nodes {
             if node.telemetry.is_none() {
                 node.telemetry = old.remove(&node.name).and_then(|n| n.telemetry);
@@ -163,6 +180,7 @@ impl ClusterSnapshot {
         for node in self.nodes.values_mut() {
             node.used.clear();
             self.workloads.node_in(node);
+            self.briefs.update(node);
         }
         for pod in pods {
             self.upsert_pod(pod);
@@ -196,6 +214,7 @@ impl ClusterSnapshot {
         self.workloads.node_out(node);
         adjust(&mut node.used, &pod.requests, add);
         self.workloads.node_in(node);
+        self.briefs.update(node);
     }
 
     /// Sum of the requests of active pods bound to `node`.

@@ -486,11 +486,21 @@ impl HeadRoom {
         })
     }
 
+    /// The resource the head of the queue waits for.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
     /// The `headRoom` component of `node`: 0 when placing the pod there would take a node the
     /// head needs, else 1.
     pub fn score(&self, node: &GpuNode) -> f64 {
-        let free = node.free(&self.resource);
-        let protected = counts_capacity(node) && free >= self.per_pod;
+        self.score_free(node.free(&self.resource), counts_capacity(node))
+    }
+
+    /// [`score`](Self::score) from the node's free GPUs of [`resource`](Self::resource) and
+    /// whether it counts as capacity (ready and schedulable).
+    pub fn score_free(&self, free: u64, counts_capacity: bool) -> f64 {
+        let protected = counts_capacity && free >= self.per_pod;
         if protected && free.saturating_sub(self.request) < self.per_pod {
             0.0
         } else {

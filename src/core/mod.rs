@@ -12,6 +12,7 @@ pub mod gate;
 pub mod health;
 pub mod ledger;
 pub mod model;
+pub mod node_brief;
 pub mod placement;
 pub mod preemption;
 pub mod quantity;

@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::config::ScoringConfig;
 
 use super::cluster::ClusterSnapshot;
@@ -36,9 +34,6 @@ pub struct FilterOutcome<'n> {
     pub failed: Vec<(&'n str, Arc<str>)>,
 }
 
-/// What the placement verdict depends on: the node's GPU product and memory.
-type HardwareKey<'a> = (Option<&'a str>, Option<u64>);
-
 /// Decides which of `candidates` the pod may run on.
 pub fn filter<'n>(
     cluster: &ClusterSnapshot,
@@ -60,15 +55,27 @@ pub fn filter<'n>(
         out.unresolvable = candidates.iter().map(|&n| (n, reason.clone())).collect();
         return out;
     }
-    let mut verdicts = Verdicts::default();
+    let briefs = cluster.briefs();
+    let rules = &pod.placement;
+    let no_rules = rules.gpu_models.is_empty() && rules.min_gpu_memory_bytes.is_none();
+    if no_rules && briefs.with_telemetry() == 0 {
+        // No rule to judge and no telemetry to gate on: every candidate passes.
+        out.passed.extend_from_slice(candidates);
+        return out;
+    }
+    let mut verdicts = Verdicts::new(briefs.hardware_kinds());
     for &name in candidates {
-        let Some(node) = cluster.node(name) else {
+        let Some(brief) = cluster.brief(name) else {
             out.passed.push(name);
             continue;
         };
-        match verdicts.get(node, pod) {
+        let node = || cluster.node(name);
+        match verdicts.get(brief.hardware, || {
+            node().and_then(|n| placement_problem(n, pod))
+        }) {
             Some(reason) => out.unresolvable.push((name, reason.clone())),
-            None => match health::gate(node, pod, telemetry) {
+            None if !brief.telemetry => out.passed.push(name),
+            None => match node().map_or(Gate::Pass, |n| health::gate(n, pod, telemetry)) {
                 Gate::Pass => out.passed.push(name),
                 Gate::Hold(reason) => out.failed.push((name, reason.into())),
                 Gate::Reject(reason) => out.unresolvable.push((name, reason.into())),
@@ -78,30 +85,22 @@ pub fn filter<'n>(
     out
 }
 
-/// Placement verdicts by hardware kind. The verdict depends only on the node's product and
-/// GPU memory, so each distinct pair is judged once (thousands of nodes, a handful of
-/// hardware kinds). A short list searched in order beats hashing the product name per node;
-/// past [`Verdicts::LINEAR`] kinds a hash map takes over, so odd clusters stay linear.
-#[derive(Default)]
-struct Verdicts<'a> {
-    few: Vec<(HardwareKey<'a>, Option<Arc<str>>)>,
-    many: FxHashMap<HardwareKey<'a>, Option<Arc<str>>>,
-}
+/// Placement verdicts by hardware kind ([`NodeBrief::hardware`](super::node_brief::NodeBrief)).
+/// The verdict depends only on the node's product and GPU memory, so each kind is judged once,
+/// on the first candidate of that kind (thousands of nodes, a handful of kinds).
+struct Verdicts(Vec<Option<Option<Arc<str>>>>);
 
-impl<'a> Verdicts<'a> {
-    const LINEAR: usize = 16;
+impl Verdicts {
+    fn new(kinds: usize) -> Self {
+        Self(vec![None; kinds])
+    }
 
-    fn get(&mut self, node: &'a GpuNode, pod: &GpuPod) -> &Option<Arc<str>> {
-        let key = (node.product.as_deref(), node.gpu_memory_bytes);
-        let judge = || placement_problem(node, pod).map(Arc::from);
-        if let Some(i) = self.few.iter().position(|(k, _)| *k == key) {
-            return &self.few[i].1;
+    fn get(&mut self, kind: u32, judge: impl FnOnce() -> Option<String>) -> &Option<Arc<str>> {
+        let i = kind as usize;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, None);
         }
-        if self.few.len() < Self::LINEAR {
-            self.few.push((key, judge()));
-            return &self.few[self.few.len() - 1].1;
-        }
-        self.many.entry(key).or_insert_with(judge)
+        self.0[i].get_or_insert_with(|| judge().map(Arc::from))
     }
 }
 
@@ -156,24 +155,37 @@ pub fn prioritize(
     }
     let room = HeadRoom::for_pod(cluster, pod);
     let requests: Vec<(&str, u64)> = pod.requests.iter().map(|(r, &n)| (r.as_str(), n)).collect();
+    // The same requests by brief slot, and the head room's resource slot: looked up once.
+    let briefs = cluster.briefs();
+    let slots: Vec<(Option<usize>, u64)> =
+        requests.iter().map(|&(r, n)| (briefs.slot(r), n)).collect();
+    let room_slot = room.as_ref().and_then(|r| briefs.slot(r.resource()));
+    let optional = |w: f64, v: Option<f64>| v.map_or((0.0, 0.0), |v| (w, v));
     candidates
         .iter()
-        .map(|&name| match cluster.node(name) {
-            Some(node) => {
+        .map(|&name| match cluster.brief(name) {
+            None => 0,
+            Some(brief) if brief.telemetry || !brief.complete => {
+                let Some(node) = cluster.node(name) else {
+                    return 0;
+                };
                 let head_room = room.as_ref().map(|r| r.score(node));
-                if node.telemetry.is_some() {
-                    return score_of(node, pod, &requests, weights, telemetry, head_room);
-                }
-                // Without telemetry the reading is `Absent` and the health, thermal and
-                // utilisation components are left out (weight 0): [`score`] reduces to this,
-                // to the bit, without judging telemetry or walking the pod's request map.
-                let optional = |w: f64, v: Option<f64>| v.map_or((0.0, 0.0), |v| (w, v));
+                score_of(node, pod, &requests, weights, telemetry, head_room)
+            }
+            // Without telemetry the reading is `Absent` and the health, thermal and
+            // utilisation components are left out (weight 0): [`score`] reduces to this, to
+            // the bit, read from the brief alone.
+            Some(brief) => {
+                let head_room = room.as_ref().map(|r| {
+                    let (allocatable, used) = brief.counts(room_slot);
+                    r.score_free(allocatable.saturating_sub(used), brief.counts_capacity)
+                });
+                let packing = packing_from(slots.iter().map(|&(slot, n)| (brief.counts(slot), n)));
                 combine(&[
-                    (weights.packing, packing_of(node, &requests)),
+                    (weights.packing, packing),
                     optional(weights.head_room, head_room),
                 ])
             }
-            None => 0,
         })
         .collect()
 }
@@ -241,17 +253,27 @@ pub fn packing(node: &GpuNode, pod: &GpuPod) -> f64 {
 
 /// [`packing`] for requests already flattened (once per request, not per node).
 fn packing_of(node: &GpuNode, requests: &[(&str, u64)]) -> f64 {
-    let mut total = 0.0;
-    for &(resource, wanted) in requests {
-        let allocatable = count(&node.allocatable, resource);
-        let used = count(&node.used, resource);
+    packing_from(requests.iter().map(|&(resource, wanted)| {
+        let counts = (
+            count(&node.allocatable, resource),
+            count(&node.used, resource),
+        );
+        (counts, wanted)
+    }))
+}
+
+/// The packing component from `((allocatable, used), wanted)` per requested resource.
+fn packing_from(requests: impl Iterator<Item = ((u64, u64), u64)>) -> f64 {
+    let (mut total, mut n) = (0.0, 0usize);
+    for ((allocatable, used), wanted) in requests {
         let free = allocatable.saturating_sub(used);
         if allocatable == 0 || free < wanted {
             return 0.0;
         }
         total += 1.0 - (free - wanted) as f64 / allocatable as f64;
+        n += 1;
     }
-    total / requests.len().max(1) as f64
+    total / n.max(1) as f64
 }
 
 /// `counts[resource]` or 0. Most nodes advertise one GPU resource, so a one-entry map is

@@ -10,7 +10,8 @@
 #   rota-none  rota as filter+prioritize extender with `--cluster none` (answers without policy)
 #   rota       rota as extender, watching the cluster (default config)
 # Usage: BIN_DIR=DIR ROTA=target/release/rota N=2000 ROUNDS=2 tests/e2e/burst.sh
-# Prints one line per run: `round config nodes pods seconds`.
+# Prints one line per run: `round config nodes pods seconds`, then the CPU-seconds each process
+# used during the burst (`cpu apiserver=… etcd=… scheduler=… rota=…`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${BIN_DIR:?set BIN_DIR to the folder holding kube-apiserver and kube-scheduler}"
@@ -66,6 +67,12 @@ run() { # round config
     kill -0 "$rota_pid" 2>/dev/null || { cat "$run_dir/rota.log"; return 1; }
   fi
   sched_config "$run_dir" "$2" >"$run_dir/scheduler-config.yaml"
+  local before perf_pid=""; before=$(cpu_seconds "$run_dir")
+  # PERF=1: a flat CPU profile of rota during the burst ($run_dir/perf.data, with KEEP=1).
+  if [[ -n "${PERF:-}" && -n "$rota_pid" ]]; then
+    perf record -F 499 -p "$rota_pid" -o "$run_dir/perf.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   start=$(date +%s.%N)
   "$BIN_DIR/kube-scheduler" --config="$run_dir/scheduler-config.yaml" --bind-address=127.0.0.1 \
     --secure-port=$SCHED_PORT --authentication-kubeconfig="$run_dir/scheduler.kubeconfig" \
@@ -77,8 +84,41 @@ run() { # round config
     (( $(date +%s) - ${start%.*} < ${LIMIT_S:-900} )) || { echo "$1 $2: not all bound after ${LIMIT_S:-900} s" >&2; return 1; }
   done
   end=$(date +%s.%N)
+  [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
   echo "$1 $2 $N $((2 * N)) $(echo "$end - $start" | bc)"
+  echo "  cpu $(cpu_delta "$before" "$(cpu_seconds "$run_dir")")"
+  if [[ -n "${KEEP:-}" ]]; then # the metrics of the run, beside its logs
+    [[ -n "$rota_pid" ]] && curl -fs "http://127.0.0.1:$ROTA_PORT/metrics" >"$run_dir/rota.metrics" || true
+    curl -fsk -H "Authorization: Bearer $(awk '/token:/ {print $2}' "$KUBECONFIG")" \
+      "https://127.0.0.1:$SCHED_PORT/metrics" >"$run_dir/scheduler.metrics" || true
+    kubectl get --raw /metrics >"$run_dir/apiserver.metrics" || true
+    echo "  kept $run_dir"
+  fi
   cleanup
+}
+
+# `name=seconds` of user+system CPU for each process of the run (scheduler 0 before it starts).
+cpu_seconds() { # run_dir
+  local name pid
+  for name in kube-apiserver etcd scheduler rota; do
+    case $name in
+      scheduler) pid=${sched_pid:-} ;;
+      rota) pid=${rota_pid:-} ;;
+      *) pid=$(cat "$1/pids/$name.pid" 2>/dev/null || true) ;;
+    esac
+    if [[ -n "$pid" && -r /proc/$pid/stat ]]; then
+      awk -v n="$name" -v hz="$(getconf CLK_TCK)" '{printf "%s=%.2f ", n, ($14 + $15) / hz}' "/proc/$pid/stat"
+    else
+      printf '%s=0 ' "$name"
+    fi
+  done
+}
+
+cpu_delta() { # before after
+  python3 -c 'import sys
+b = dict(kv.split("=") for kv in sys.argv[1].split())
+a = dict(kv.split("=") for kv in sys.argv[2].split())
+print(" ".join(f"{k}={float(a[k]) - float(b.get(k, 0)):.1f}" for k in a))' "$1" "$2"
 }
 
 sched_config() { # run_dir config
