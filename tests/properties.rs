@@ -15,7 +15,9 @@ use rota::config::ScoringConfig;
 use rota::core::gate::HeadRoom;
 use rota::core::health::{self, Gate, HealthState, TelemetryRules};
 use rota::core::telemetry::{GpuCondition, NodeTelemetry, TelemetrySource};
-use rota::core::{placement, ClusterSnapshot, GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind};
+use rota::core::{
+    placement, ClusterSnapshot, GpuNode, GpuPod, PlacementRules, WorkloadId, WorkloadKind,
+};
 use rota::read::view::{ClusterView, ViewSettings};
 
 use common::generators::{self, cluster, tenant_name, tenants, workload, workloads, GPU, MODELS};
@@ -123,7 +125,12 @@ proptest! {
 #[derive(Clone, Debug)]
 enum Event {
     /// Pod `i` (of `gpus` of `resource` 0 or 1) binds to node `node`, or waits when `None`.
-    Pod { i: usize, node: Option<usize>, gpus: u64, resource: usize },
+    Pod {
+        i: usize,
+        node: Option<usize>,
+        gpus: u64,
+        resource: usize,
+    },
     /// Pod `i` goes away.
     Gone(usize),
     /// Node `node` reports telemetry: healthy, one unhealthy GPU, or stale; or loses it.
@@ -150,7 +157,11 @@ fn test_pod(i: usize, node: Option<usize>, requests: &[(&str, u64)]) -> GpuPod {
         namespace: "ns".into(),
         name: format!("p{i}"),
         tenant: tenant_name(i % 3),
-        workload: WorkloadId { kind: WorkloadKind::Pod, namespace: "ns".into(), name: format!("p{i}") },
+        workload: WorkloadId {
+            kind: WorkloadKind::Pod,
+            namespace: "ns".into(),
+            name: format!("p{i}"),
+        },
         requests: requests.iter().map(|&(r, n)| (r.to_string(), n)).collect(),
         node_name: node.map(generators::node_name),
         active: true,
@@ -161,8 +172,13 @@ fn test_pod(i: usize, node: Option<usize>, requests: &[(&str, u64)]) -> GpuPod {
 fn apply(c: &mut ClusterSnapshot, event: &Event, nodes: &[GpuNode]) {
     let node_at = |i: usize| nodes.get(i % nodes.len().max(1));
     match *event {
-        Event::Pod { i, node, gpus, resource } => {
-            let bound = node.and_then(|n| node_at(n)).map(|n| n.name.clone());
+        Event::Pod {
+            i,
+            node,
+            gpus,
+            resource,
+        } => {
+            let bound = node.and_then(node_at).map(|n| n.name.clone());
             let mut pod = test_pod(i, None, &[(RESOURCES[resource], gpus)]);
             pod.node_name = bound;
             c.upsert_pod(pod);
@@ -177,7 +193,11 @@ fn apply(c: &mut ClusterSnapshot, event: &Event, nodes: &[GpuNode]) {
                     .map(|g| GpuCondition {
                         index: g,
                         uuid: format!("GPU-{g}"),
-                        state: if g < unhealthy { HealthState::Unhealthy } else { HealthState::Healthy },
+                        state: if g < unhealthy {
+                            HealthState::Unhealthy
+                        } else {
+                            HealthState::Healthy
+                        },
                         reasons: Vec::new(),
                         temperature_celsius: Some(40.0 + 10.0 * f64::from(g)),
                         utilization_gpu_ratio: Some(0.25 * f64::from(g)),
@@ -187,7 +207,13 @@ fn apply(c: &mut ClusterSnapshot, event: &Event, nodes: &[GpuNode]) {
                     .collect()
             };
             let at = |age: f64, unhealthy| {
-                Arc::new(NodeTelemetry::new(TelemetrySource::Agent, NOW - age, NOW - age, true, gpus(unhealthy)))
+                Arc::new(NodeTelemetry::new(
+                    TelemetrySource::Agent,
+                    NOW - age,
+                    NOW - age,
+                    true,
+                    gpus(unhealthy),
+                ))
             };
             let t = match kind {
                 0 => None,
@@ -209,11 +235,18 @@ fn apply(c: &mut ClusterSnapshot, event: &Event, nodes: &[GpuNode]) {
 }
 
 /// Filter as it was before node briefs: every known candidate judged from the full node.
-fn full_filter(c: &ClusterSnapshot, pod: &GpuPod, names: &[&str], rules: &TelemetryRules<'_>) -> Vec<(String, &'static str, String)> {
+fn full_filter(
+    c: &ClusterSnapshot,
+    pod: &GpuPod,
+    names: &[&str],
+    rules: &TelemetryRules<'_>,
+) -> Vec<(String, &'static str, String)> {
     names
         .iter()
         .map(|&name| {
-            let Some(node) = c.node(name) else { return (name.to_string(), "passed", String::new()) };
+            let Some(node) = c.node(name) else {
+                return (name.to_string(), "passed", String::new());
+            };
             if let Some(problem) = placement::placement_problem(node, pod) {
                 return (name.to_string(), "unresolvable", problem);
             }
@@ -227,12 +260,24 @@ fn full_filter(c: &ClusterSnapshot, pod: &GpuPod, names: &[&str], rules: &Teleme
 }
 
 /// Prioritize as it was before node briefs: every known candidate scored from the full node.
-fn full_scores(c: &ClusterSnapshot, pod: &GpuPod, names: &[&str], weights: &ScoringConfig, rules: &TelemetryRules<'_>) -> Vec<i64> {
+fn full_scores(
+    c: &ClusterSnapshot,
+    pod: &GpuPod,
+    names: &[&str],
+    weights: &ScoringConfig,
+    rules: &TelemetryRules<'_>,
+) -> Vec<i64> {
     let room = HeadRoom::for_pod(c, pod);
     names
         .iter()
         .map(|&name| match c.node(name) {
-            Some(node) => placement::score(node, pod, weights, rules, room.as_ref().map(|r| r.score(node))),
+            Some(node) => placement::score(
+                node,
+                pod,
+                weights,
+                rules,
+                room.as_ref().map(|r| r.score(node)),
+            ),
             None => 0,
         })
         .collect()
