@@ -313,8 +313,8 @@ macro_rules! fixed_point {
 pub fn wire_decode(data: &[u8]) -> Verdict {
     let settings = &ViewSettings::from_config(&fixtures().0);
     if let Ok(args) = serde_json::from_slice::<ExtenderArgs>(data) {
-        if let Some(pod) = &args.pod {
-            translate_pod(pod, settings)?;
+        if let Some(pod) = args.pod {
+            translate_pod(&pod.into_pod(), settings)?;
         }
         for raw in args.nodes.map(|n| n.items).unwrap_or_default() {
             if let Ok(node) = serde_json::from_str::<Node>(raw.get()) {
@@ -327,8 +327,8 @@ pub fn wire_decode(data: &[u8]) -> Verdict {
         let _ = serde_path_to_error::deserialize::<_, ExtenderArgs>(&mut de);
     }
     if let Ok(args) = serde_json::from_slice::<ExtenderPreemptionArgs>(data) {
-        if let Some(pod) = &args.pod {
-            translate_pod(pod, settings)?;
+        if let Some(pod) = args.pod {
+            translate_pod(&pod.into_pod(), settings)?;
         }
         for victims in args.node_name_to_victims.unwrap_or_default().values() {
             victims

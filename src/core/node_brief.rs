@@ -20,11 +20,12 @@ use super::workloads::counts_capacity;
 /// GPU resources a brief counts; a node with more takes the full path.
 pub const SLOTS: usize = 4;
 
-/// Longest name kept inline (node names are DNS labels or subdomains, most well under this).
-const INLINE: usize = 38;
+/// Longest name kept inline: the key is then 24 bytes, and a key with its brief one cache line.
+const INLINE: usize = 22;
 
 /// A node name: inline up to [`INLINE`] bytes, else on the heap. Hashes and compares as the
-/// `str` it holds, so maps keyed by it are searched with a plain `&str`.
+/// bytes it holds, so maps keyed by it are searched with `name.as_bytes()` (no UTF-8 check per
+/// comparison, as `&str` keys would need).
 #[derive(Clone)]
 pub struct NodeKey(Repr);
 
@@ -50,33 +51,35 @@ impl NodeKey {
         }
     }
 
-    /// The name.
-    pub fn as_str(&self) -> &str {
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            // Built from a `str` in `new`, so always valid; "" is unreachable.
-            Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            Repr::Heap(s) => s,
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
         }
+    }
+
+    /// The name (built from a `str`, so always valid UTF-8).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
-impl Borrow<str> for NodeKey {
-    fn borrow(&self) -> &str {
-        self.as_str()
+impl Borrow<[u8]> for NodeKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
 impl Hash for NodeKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        self.as_bytes().hash(state);
     }
 }
 
 impl PartialEq for NodeKey {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -100,16 +103,19 @@ pub struct NodeBrief {
     pub complete: bool,
     /// Ready and schedulable ([`counts_capacity`]).
     pub counts_capacity: bool,
-    /// `(allocatable, used)` per resource slot ([`BriefIndex::slot`]).
-    counts: [(u64, u64); SLOTS],
+    /// `(allocatable, used)` per resource slot ([`BriefIndex::slot`]); a count past `u32`
+    /// makes the brief incomplete.
+    counts: [(u32, u32); SLOTS],
 }
 
 impl NodeBrief {
     /// `(allocatable, used)` of the resource in `slot`; `(0, 0)` for a resource no node has.
     pub fn counts(&self, slot: Option<usize>) -> (u64, u64) {
-        slot.and_then(|s| self.counts.get(s))
+        let (allocatable, used) = slot
+            .and_then(|s| self.counts.get(s))
             .copied()
-            .unwrap_or((0, 0))
+            .unwrap_or((0, 0));
+        (u64::from(allocatable), u64::from(used))
     }
 }
 
@@ -126,7 +132,7 @@ pub struct BriefIndex {
 impl BriefIndex {
     /// The brief of the node called `name`.
     pub fn get(&self, name: &str) -> Option<&NodeBrief> {
-        self.briefs.get(name)
+        self.briefs.get(name.as_bytes())
     }
 
     /// Number of nodes with a telemetry summary: with none, no node can fail the health gate.
@@ -146,7 +152,7 @@ impl BriefIndex {
 
     /// Records `node` as it now is (added, changed, or its usage or telemetry moved).
     pub fn update(&mut self, node: &GpuNode) {
-        let known = self.briefs.get(node.name.as_str()).map(|b| b.hardware);
+        let known = self.get(&node.name).map(|b| b.hardware);
         let brief = self.brief_of(node, known);
         let old = self.briefs.insert(NodeKey::new(&node.name), brief);
         self.count_telemetry(old.as_ref(), false);
@@ -155,7 +161,7 @@ impl BriefIndex {
 
     /// Forgets the node called `name`.
     pub fn remove(&mut self, name: &str) {
-        let old = self.briefs.remove(name);
+        let old = self.briefs.remove(name.as_bytes());
         self.count_telemetry(old.as_ref(), false);
     }
 
@@ -185,14 +191,15 @@ impl BriefIndex {
         };
         let resources = node.allocatable.keys().chain(node.used.keys());
         for resource in resources {
-            match self.intern_resource(resource) {
-                Some(slot) => {
-                    brief.counts[slot] = (
-                        count(&node.allocatable, resource),
-                        count(&node.used, resource),
-                    )
+            let counts = (
+                count(&node.allocatable, resource),
+                count(&node.used, resource),
+            );
+            match (self.intern_resource(resource), counts) {
+                (Some(slot), (Ok(allocatable), Ok(used))) => {
+                    brief.counts[slot] = (allocatable, used)
                 }
-                None => brief.complete = false,
+                _ => brief.complete = false,
             }
         }
         brief
@@ -231,8 +238,8 @@ impl BriefIndex {
 /// A hardware kind: GPU product and memory per GPU, what placement rules judge.
 type Hardware = (Option<String>, Option<u64>);
 
-fn count(counts: &GpuCounts, resource: &str) -> u64 {
-    counts.get(resource).copied().unwrap_or(0)
+fn count(counts: &GpuCounts, resource: &str) -> Result<u32, std::num::TryFromIntError> {
+    u32::try_from(counts.get(resource).copied().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -247,13 +254,15 @@ mod tests {
             let key = NodeKey::new(name);
             assert_eq!(key.as_str(), name);
             let s = rustc_hash::FxBuildHasher;
-            assert_eq!(s.hash_one(&key), s.hash_one(name));
+            assert_eq!(s.hash_one(&key), s.hash_one(name.as_bytes()));
         }
         let mut map = FxHashMap::default();
         map.insert(NodeKey::new(long), 1);
         map.insert(NodeKey::new("n1"), 2);
-        assert_eq!(map.get(long), Some(&1));
-        assert_eq!(map.get("n1"), Some(&2));
-        assert_eq!(map.get("n2"), None);
+        assert_eq!(map.get(long.as_bytes()), Some(&1));
+        assert_eq!(map.get("n1".as_bytes()), Some(&2));
+        assert_eq!(map.get("n2".as_bytes()), None);
+        assert_eq!(std::mem::size_of::<NodeKey>(), 24);
+        assert!(std::mem::size_of::<(NodeKey, NodeBrief)>() <= 64);
     }
 }

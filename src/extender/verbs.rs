@@ -22,7 +22,7 @@ use crate::read::view::fairshare::{GateDecision, Held};
 use crate::read::view::translate;
 use crate::wire::{
     self, ExtenderArgs, ExtenderFilterResult, ExtenderPreemptionArgs, ExtenderPreemptionResult,
-    HostPriority, MetaPod, MetaVictims, NodeList, NodeMessages,
+    HostPriority, MetaPod, MetaVictims, NodeList, NodeMessages, RequestPod,
 };
 use crate::write::held_events;
 
@@ -115,7 +115,7 @@ struct Candidates<'a> {
 pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     const VERB: &str = "filter";
     let args: ExtenderArgs = decode(VERB, body)?;
-    let pod = request_pod(ctx, VERB, args.pod.as_ref())?;
+    let pod = request_pod(ctx, VERB, args.pod)?;
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
@@ -169,7 +169,7 @@ pub fn filter(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
 pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     const VERB: &str = "prioritize";
     let args: ExtenderArgs = decode(VERB, body)?;
-    let pod = request_pod(ctx, VERB, args.pod.as_ref())?;
+    let pod = request_pod(ctx, VERB, args.pod)?;
     let candidates = candidates(ctx, VERB, args.node_names, args.nodes)?;
     let names: Vec<&str> = candidates.names.iter().map(|n| n.as_ref()).collect();
 
@@ -205,7 +205,7 @@ pub fn prioritize(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
 pub fn preempt(ctx: &Context, body: &[u8]) -> Result<Vec<u8>> {
     const VERB: &str = "preempt";
     let args: ExtenderPreemptionArgs = decode(VERB, body)?;
-    let pod = request_pod(ctx, VERB, args.pod.as_ref())?;
+    let pod = request_pod(ctx, VERB, args.pod)?;
 
     let mut proposed: BTreeMap<String, NodeCandidates> = BTreeMap::new();
     for (node, victims) in args.node_name_to_meta_victims.unwrap_or_default() {
@@ -300,9 +300,9 @@ fn encode<T: serde::Serialize + ?Sized>(verb: &'static str, value: &T) -> Result
     Ok(out)
 }
 
-fn request_pod(ctx: &Context, verb: &'static str, pod: Option<&Pod>) -> Result<GpuPod> {
-    let pod = pod.ok_or(VerbError::MissingPod { verb })?;
-    translate::gpu_pod(pod, ctx.view.settings()).map_err(|err| VerbError::BadPod {
+fn request_pod(ctx: &Context, verb: &'static str, pod: Option<RequestPod>) -> Result<GpuPod> {
+    let pod = pod.ok_or(VerbError::MissingPod { verb })?.into_pod();
+    translate::gpu_pod(&pod, ctx.view.settings()).map_err(|err| VerbError::BadPod {
         verb,
         reason: err.to_string(),
     })

@@ -7,6 +7,7 @@
 //! objects byte for byte. See `../shared/docs/extender-protocol.md` §1.
 
 pub mod encode;
+pub mod pod;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+pub use pod::RequestPod;
 
 /// Lowest score an extender may give (`MinExtenderPriority`).
 pub const MIN_EXTENDER_PRIORITY: i64 = 0;
@@ -23,9 +26,9 @@ pub const MAX_EXTENDER_PRIORITY: i64 = 10;
 /// Body of a filter or prioritize request (`ExtenderArgs`).
 #[derive(Debug, Default, Deserialize)]
 pub struct ExtenderArgs<'a> {
-    /// The pod being scheduled.
+    /// The pod being scheduled, decoded down to what rota reads ([`RequestPod`]).
     #[serde(rename = "Pod", alias = "pod", default)]
-    pub pod: Option<Pod>,
+    pub pod: Option<RequestPod>,
     /// Full Node objects; set only when `nodeCacheCapable: false`.
     #[serde(rename = "Nodes", alias = "nodes", default, borrow)]
     pub nodes: Option<NodeList<'a>>,
@@ -133,9 +136,9 @@ pub type HostPriorityList<'a> = Vec<HostPriority<'a>>;
 /// Body of a preempt request (`ExtenderPreemptionArgs`).
 #[derive(Debug, Default, Deserialize)]
 pub struct ExtenderPreemptionArgs {
-    /// The pod that wants to preempt.
+    /// The pod that wants to preempt ([`RequestPod`]).
     #[serde(rename = "Pod", alias = "pod", default)]
-    pub pod: Option<Pod>,
+    pub pod: Option<RequestPod>,
     /// Candidate victims as full pods; set only when `nodeCacheCapable: false`.
     #[serde(rename = "NodeNameToVictims", alias = "nodeNameToVictims", default)]
     pub node_name_to_victims: Option<BTreeMap<String, Victims>>,
