@@ -21,11 +21,14 @@ use crate::read::view::ClusterView;
 pub struct ExtenderMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    answer_bytes: HistogramVec,
 }
 
 impl ExtenderMetrics {
-    /// Creates and registers `rota_extender_requests_total{verb,code}` and
-    /// `rota_extender_request_duration_seconds{verb}`.
+    /// Creates and registers `rota_extender_requests_total{verb,code}`,
+    /// `rota_extender_request_duration_seconds{verb}` and
+    /// `rota_extender_response_size_bytes{verb}` (kube-scheduler decodes every answer in its
+    /// serial scheduling cycle, so answer size is part of the extender's cost).
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
@@ -47,16 +50,36 @@ impl ExtenderMetrics {
             .buckets(buckets),
             &["verb"],
         )?;
+        // From an empty list to a 5,000-node answer with full objects.
+        let answer_bytes = HistogramVec::new(
+            HistogramOpts::new(
+                "rota_extender_response_size_bytes",
+                "Size of the answer body, by verb.",
+            )
+            .buckets(prometheus::exponential_buckets(64.0, 4.0, 10)?),
+            &["verb"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { requests, duration })
+        registry.register(Box::new(answer_bytes.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            answer_bytes,
+        })
     }
 
-    /// Records one answered request.
-    pub fn observe(&self, verb: &str, status: u16, seconds: f64) {
+    /// Records one answered request and the size of its answer (`None`: a rejection the
+    /// server answered before the handler, not counted in the sizes).
+    pub fn observe(&self, verb: &str, status: u16, seconds: f64, bytes: Option<usize>) {
         let code = status.to_string();
         self.requests.with_label_values(&[verb, &code]).inc();
         self.duration.with_label_values(&[verb]).observe(seconds);
+        if let Some(bytes) = bytes {
+            self.answer_bytes
+                .with_label_values(&[verb])
+                .observe(bytes as f64);
+        }
     }
 }
 

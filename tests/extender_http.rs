@@ -161,6 +161,31 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
     );
     assert!(metrics.contains("rota_extender_request_duration_seconds_bucket"));
     assert!(metrics.contains("rota_cluster_view_synced 1"));
+    // Answer sizes: the handler's answers are measured (the last filter answer alone is
+    // larger than 20 bytes); the transport's 413 is not an answer the handler sized.
+    let value = |series: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(series));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value(r#"rota_extender_response_size_bytes_sum{verb="filter"}"#) > 20.0,
+        "{metrics}"
+    );
+    let sized = value(r#"rota_extender_response_size_bytes_count{verb="filter"}"#);
+    let answered: f64 = ["200", "400", "405", "413"]
+        .iter()
+        .map(|c| {
+            value(&format!(
+                r#"rota_extender_requests_total{{code="{c}",verb="filter"}}"#
+            ))
+        })
+        .sum();
+    assert_eq!(
+        sized,
+        answered - 1.0,
+        "every filter answer but the 413 is sized: {metrics}"
+    );
     // Every answer is counted, the transport's own (413) and unknown paths (bounded label).
     for series in [
         r#"rota_extender_requests_total{code="413",verb="filter"} 1"#,

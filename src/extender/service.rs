@@ -221,13 +221,17 @@ impl Handler for Extender {
         };
         let label = route.map_or(OTHER_LABEL, Route::label);
         let seconds = started.elapsed().as_secs_f64();
-        self.metrics
-            .observe(label, response.status.as_u16(), seconds);
+        self.metrics.observe(
+            label,
+            response.status.as_u16(),
+            seconds,
+            Some(response.body.len()),
+        );
         response
     }
 
     fn rejected(&self, path: &str, status: StatusCode, seconds: f64) {
         self.metrics
-            .observe(path_label(path), status.as_u16(), seconds);
+            .observe(path_label(path), status.as_u16(), seconds, None);
     }
 }

@@ -9,6 +9,8 @@
 #   none       no extender
 #   rota-none  rota as filter+prioritize extender with `--cluster none` (answers without policy)
 #   rota       rota as extender, watching the cluster (default config)
+#   rota-filter  rota as filter-only extender, GPUs packed in-tree (NodeResourcesFit
+#              MostAllocated): the chart's `scheduler.extender.prioritize: false` profile
 # Usage: BIN_DIR=DIR ROTA=target/release/rota N=2000 ROUNDS=2 tests/e2e/burst.sh
 # Prints one line per run: `round config nodes pods seconds`, then the CPU-seconds each process
 # used during the burst (`cpu apiserver=… etcd=… scheduler=… rota=…`).
@@ -133,11 +135,23 @@ leaderElection:
   leaderElect: false
 YAML
   [[ "$2" == none ]] && return
+  [[ "$2" == rota-filter ]] && cat <<YAML
+profiles:
+- schedulerName: default-scheduler
+  pluginConfig:
+  - name: NodeResourcesFit
+    args:
+      scoringStrategy:
+        type: MostAllocated
+        resources:
+        - name: nvidia.com/gpu
+          weight: 1
+YAML
   cat <<YAML
 extenders:
 - urlPrefix: http://127.0.0.1:$ROTA_PORT
   filterVerb: filter
-  prioritizeVerb: prioritize
+$([[ "$2" == rota-filter ]] || echo "  prioritizeVerb: prioritize")
   weight: 1
   httpTimeout: 5s
   nodeCacheCapable: true
