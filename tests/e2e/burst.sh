@@ -23,6 +23,7 @@ N=${N:-2000}
 ROUNDS=${ROUNDS:-1}
 CONFIGS=${CONFIGS:-none rota-none rota}
 SCHED_QPS=${SCHED_QPS:-5000}
+# PCT=N sets kube-scheduler's percentageOfNodesToScore (default: its adaptive value).
 # Ports of their own, so a control plane of another checkout on the defaults is left alone.
 export API_PORT=${API_PORT:-16443} ETCD_PORT=${ETCD_PORT:-12379} ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
 SCHED_PORT=${SCHED_PORT:-20259}
@@ -133,6 +134,7 @@ clientConnection:
   burst: $SCHED_QPS
 leaderElection:
   leaderElect: false
+$([[ -n "${PCT:-}" ]] && echo "percentageOfNodesToScore: $PCT")
 YAML
   [[ "$2" == none ]] && return
   [[ "$2" == rota-filter ]] && cat <<YAML
