@@ -151,10 +151,15 @@ impl BriefIndex {
     }
 
     /// Records `node` as it now is (added, changed, or its usage or telemetry moved).
+    /// A known node's brief is overwritten in place: a pod event builds no new key (a name
+    /// longer than the inline part would be allocated each time).
     pub fn update(&mut self, node: &GpuNode) {
         let known = self.get(&node.name).map(|b| b.hardware);
         let brief = self.brief_of(node, known);
-        let old = self.briefs.insert(NodeKey::new(&node.name), brief);
+        let old = match self.briefs.get_mut(node.name.as_bytes()) {
+            Some(slot) => Some(std::mem::replace(slot, brief)),
+            None => self.briefs.insert(NodeKey::new(&node.name), brief),
+        };
         self.count_telemetry(old.as_ref(), false);
         self.count_telemetry(Some(&brief), true);
     }
