@@ -10,7 +10,7 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -22,13 +22,16 @@ pub struct ExtenderMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     answer_bytes: HistogramVec,
+    cpu: CounterVec,
 }
 
 impl ExtenderMetrics {
     /// Creates and registers `rota_extender_requests_total{verb,code}`,
     /// `rota_extender_request_duration_seconds{verb}` and
     /// `rota_extender_response_size_bytes{verb}` (kube-scheduler decodes every answer in its
-    /// serial scheduling cycle, so answer size is part of the extender's cost).
+    /// serial scheduling cycle, so answer size is part of the extender's cost) and
+    /// `rota_extender_cpu_seconds_total{verb}` (CPU spent answering: against the duration's
+    /// sum it tells rota's own work from time spent waiting for a core, as under a CPU limit).
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
@@ -59,13 +62,22 @@ impl ExtenderMetrics {
             .buckets(prometheus::exponential_buckets(64.0, 4.0, 10)?),
             &["verb"],
         )?;
+        let cpu = CounterVec::new(
+            Opts::new(
+                "rota_extender_cpu_seconds_total",
+                "CPU time spent answering extender requests, by verb (body parsing included).",
+            ),
+            &["verb"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(answer_bytes.clone()))?;
+        registry.register(Box::new(cpu.clone()))?;
         Ok(Self {
             requests,
             duration,
             answer_bytes,
+            cpu,
         })
     }
 
@@ -80,6 +92,11 @@ impl ExtenderMetrics {
                 .with_label_values(&[verb])
                 .observe(bytes as f64);
         }
+    }
+
+    /// Adds the CPU time one answered request took.
+    pub fn observe_cpu(&self, verb: &str, seconds: f64) {
+        self.cpu.with_label_values(&[verb]).inc_by(seconds);
     }
 }
 

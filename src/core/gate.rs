@@ -316,11 +316,17 @@ pub fn check(cluster: &ClusterSnapshot, pod: &GpuPod, enabled: bool) -> GateVerd
     let Some(entry) = queue.get(&pod.workload) else {
         return GateVerdict::NotGated;
     };
-    let mut supply = ClusterSupply::new(cluster, &entry.resource);
-    let free = supply.free_gpus();
+    // Free GPUs net of reservations from the running totals: a burst of one-GPU pods is
+    // admitted without building the supply (which walks the admitted workloads).
+    let free = state.admissible(&entry.resource);
+    debug_assert_eq!(
+        free,
+        ClusterSupply::new(cluster, &entry.resource).free_gpus()
+    );
     if everything_fits(queue, &entry.resource, free) {
         return GateVerdict::Admit(AdmitReason::InTurn);
     }
+    let mut supply = ClusterSupply::new(cluster, &entry.resource);
     let Some(turn) = turn_of(queue, &pod.workload, &mut supply) else {
         return GateVerdict::NotGated;
     };

@@ -5,14 +5,14 @@
 //! maps), so at 5,000 nodes every candidate cost several cache misses: measured as the largest
 //! part of rota's time inside a real kube-scheduler burst. A [`NodeBrief`] holds the same facts
 //! in one fixed-size record, under a [`NodeKey`] that keeps short names inline, so a lookup
-//! touches one table entry. [`ClusterSnapshot`](super::ClusterSnapshot) keeps both in step on
+//! touches one table entry, aligned to a cache line (unaligned, most entries straddle two). [`ClusterSnapshot`](super::ClusterSnapshot) keeps both in step on
 //! every node, pod and telemetry event; anything a brief cannot hold (telemetry, a fifth GPU
 //! resource) sends the verb to the full node, so answers never depend on which path ran.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::model::{GpuCounts, GpuNode};
 use super::workloads::counts_capacity;
@@ -119,10 +119,39 @@ impl NodeBrief {
     }
 }
 
+/// A node's brief under its name: one cache line, and one table entry of [`BriefIndex`]
+/// (a set of entries found by the name's bytes).
+#[derive(Clone, Debug)]
+#[repr(align(64))]
+struct Entry {
+    key: NodeKey,
+    brief: NodeBrief,
+}
+
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Entry {}
+
 /// The briefs of every node, with the interned hardware kinds and resource slots they refer to.
 #[derive(Clone, Debug, Default)]
 pub struct BriefIndex {
-    briefs: FxHashMap<NodeKey, NodeBrief>,
+    briefs: FxHashSet<Entry>,
     hardware: FxHashMap<Hardware, u32>,
     kinds: Vec<Hardware>,
     resources: Vec<String>,
@@ -132,7 +161,7 @@ pub struct BriefIndex {
 impl BriefIndex {
     /// The brief of the node called `name`.
     pub fn get(&self, name: &str) -> Option<&NodeBrief> {
-        self.briefs.get(name.as_bytes())
+        self.briefs.get(name.as_bytes()).map(|e| &e.brief)
     }
 
     /// Number of nodes with a telemetry summary: with none, no node can fail the health gate.
@@ -151,22 +180,24 @@ impl BriefIndex {
     }
 
     /// Records `node` as it now is (added, changed, or its usage or telemetry moved).
-    /// A known node's brief is overwritten in place: a pod event builds no new key (a name
-    /// longer than the inline part would be allocated each time).
+    /// A known node keeps its key: a pod event builds no new one (a name longer than the
+    /// inline part would be allocated each time).
     pub fn update(&mut self, node: &GpuNode) {
-        let known = self.get(&node.name).map(|b| b.hardware);
+        let old = self.briefs.take(node.name.as_bytes());
+        let known = old.as_ref().map(|e| e.brief.hardware);
         let brief = self.brief_of(node, known);
-        let old = match self.briefs.get_mut(node.name.as_bytes()) {
-            Some(slot) => Some(std::mem::replace(slot, brief)),
-            None => self.briefs.insert(NodeKey::new(&node.name), brief),
+        let (key, old) = match old {
+            Some(e) => (e.key, Some(e.brief)),
+            None => (NodeKey::new(&node.name), None),
         };
+        self.briefs.insert(Entry { key, brief });
         self.count_telemetry(old.as_ref(), false);
         self.count_telemetry(Some(&brief), true);
     }
 
     /// Forgets the node called `name`.
     pub fn remove(&mut self, name: &str) {
-        let old = self.briefs.remove(name.as_bytes());
+        let old = self.briefs.take(name.as_bytes()).map(|e| e.brief);
         self.count_telemetry(old.as_ref(), false);
     }
 
@@ -268,6 +299,6 @@ mod tests {
         assert_eq!(map.get("n1".as_bytes()), Some(&2));
         assert_eq!(map.get("n2".as_bytes()), None);
         assert_eq!(std::mem::size_of::<NodeKey>(), 24);
-        assert!(std::mem::size_of::<(NodeKey, NodeBrief)>() <= 64);
+        assert_eq!(std::mem::size_of::<Entry>(), 64, "one cache line per node");
     }
 }

@@ -345,6 +345,12 @@ impl Workloads {
         self.free.get(resource).copied().unwrap_or(0)
     }
 
+    /// Free GPUs of `resource` net of reservations: what the gate may hand out. Equals the
+    /// total of [`ClusterSupply`](super::gate::ClusterSupply) before a walk, in O(1).
+    pub fn admissible(&self, resource: &str) -> u64 {
+        self.free(resource).saturating_sub(self.reserved(resource))
+    }
+
     /// Ready, schedulable nodes by free GPUs of `resource` (reservations not subtracted).
     pub fn free_pool(&self, resource: &str) -> Pool {
         self.free_pools.get(resource).cloned().unwrap_or_default()

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::clock::thread_cpu_seconds;
+
 use hyper::{Method, StatusCode};
 use prometheus::Registry;
 
@@ -201,6 +203,7 @@ impl Extender {
 impl Handler for Extender {
     fn handle(&self, request: Request) -> Response {
         let started = Instant::now();
+        let cpu_started = thread_cpu_seconds();
         let route = Route::of(&request.path);
         let response = match route {
             None => Response::error(
@@ -221,12 +224,15 @@ impl Handler for Extender {
         };
         let label = route.map_or(OTHER_LABEL, Route::label);
         let seconds = started.elapsed().as_secs_f64();
+        // The handler is synchronous: the thread's CPU over it is this request's.
+        let cpu = (thread_cpu_seconds() - cpu_started).max(0.0);
         self.metrics.observe(
             label,
             response.status.as_u16(),
             seconds,
             Some(response.body.len()),
         );
+        self.metrics.observe_cpu(label, cpu);
         response
     }
 

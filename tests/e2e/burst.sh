@@ -24,6 +24,8 @@ ROUNDS=${ROUNDS:-1}
 CONFIGS=${CONFIGS:-none rota-none rota}
 SCHED_QPS=${SCHED_QPS:-5000}
 # PCT=N sets kube-scheduler's percentageOfNodesToScore (default: its adaptive value).
+# WATCH=json|protobuf adds a bare watch of every Pod (curl) to each run: what one more Pod
+# watcher costs the API server in that encoding (its bytes are printed with the CPU line).
 # Ports of their own, so a control plane of another checkout on the defaults is left alone.
 export API_PORT=${API_PORT:-16443} ETCD_PORT=${ETCD_PORT:-12379} ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
 SCHED_PORT=${SCHED_PORT:-20259}
@@ -33,11 +35,11 @@ HERE=tests/e2e
 # Stops what the current run started (only those processes, by their ids).
 cleanup() {
   local pid
-  for pid in ${sched_pid:-} ${rota_pid:-}; do
+  for pid in ${sched_pid:-} ${rota_pid:-} ${watch_pid:-}; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  sched_pid="" rota_pid=""
+  sched_pid="" rota_pid="" watch_pid=""
   # KEEP=1 keeps the run's folder (logs) for a look afterwards.
   if [[ -n "${RUN_DIR:-}" ]]; then
     bash "$CP/down.sh" $([[ -n "${KEEP:-}" ]] || echo --purge) >/dev/null 2>&1 || true
@@ -70,6 +72,14 @@ run() { # round config
     kill -0 "$rota_pid" 2>/dev/null || { cat "$run_dir/rota.log"; return 1; }
   fi
   sched_config "$run_dir" "$2" >"$run_dir/scheduler-config.yaml"
+  if [[ -n "${WATCH:-}" ]]; then
+    local accept=application/json rv
+    rv=$(kubectl get --raw '/api/v1/pods?limit=1' | python3 -c 'import json, sys; print(json.load(sys.stdin)["metadata"]["resourceVersion"])')
+    [[ "$WATCH" == protobuf ]] && accept="application/vnd.kubernetes.protobuf;stream=watch"
+    curl -sk -N -H "Authorization: Bearer $(awk '/token:/ {print $2}' "$KUBECONFIG")" -H "Accept: $accept" \
+      "$(awk '/server:/ {print $2}' "$KUBECONFIG")/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion=$rv" >"$run_dir/watch.out" &
+    watch_pid=$!
+  fi
   local before perf_pid=""; before=$(cpu_seconds "$run_dir")
   # PERF=1: a flat CPU profile of rota during the burst ($run_dir/perf.data, with KEEP=1).
   if [[ -n "${PERF:-}" && -n "$rota_pid" ]]; then
@@ -90,6 +100,7 @@ run() { # round config
   [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
   echo "$1 $2 $N $((2 * N)) $(echo "$end - $start" | bc)"
   echo "  cpu $(cpu_delta "$before" "$(cpu_seconds "$run_dir")")"
+  [[ -n "${WATCH:-}" ]] && echo "  watch $WATCH $(stat -c %s "$run_dir/watch.out") bytes"
   if [[ -n "${KEEP:-}" ]]; then # the metrics of the run, beside its logs
     [[ -n "$rota_pid" ]] && curl -fs "http://127.0.0.1:$ROTA_PORT/metrics" >"$run_dir/rota.metrics" || true
     curl -fsk -H "Authorization: Bearer $(awk '/token:/ {print $2}' "$KUBECONFIG")" \
