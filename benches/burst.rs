@@ -36,6 +36,10 @@ use rota::read::view::{ClusterView, ViewSettings};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The allocator the `rota` binary ships with (src/main.rs), so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NODES: usize = 5_000;
 const PODS: usize = 10_000;
 const GPUS_PER_NODE: u64 = 8;

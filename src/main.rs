@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rota::messages::print_stdout;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc, not the C library's allocator: rota allocates in bursts (a watch event's objects,
+/// answers naming hundreds of nodes) that glibc serves with costly bin consolidation, and musl
+/// (the static image) more slowly still. Measured in benches/README.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// rota: fair-share GPU scheduling for Kubernetes.
 ///
 /// Containers and KubeVirt VMs take fair turns on scarce GPUs, with the stock kube-scheduler.

@@ -13,7 +13,8 @@
 #              MostAllocated): the chart's `scheduler.extender.prioritize: false` profile
 # Usage: BIN_DIR=DIR ROTA=target/release/rota N=2000 ROUNDS=2 tests/e2e/burst.sh
 # Prints one line per run: `round config nodes pods seconds`, then the CPU-seconds each process
-# used during the burst (`cpu apiserver=… etcd=… scheduler=… rota=…`).
+# used during the burst (`cpu apiserver=… etcd=… scheduler=… rota=…`) and rota's peak resident
+# memory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${BIN_DIR:?set BIN_DIR to the folder holding kube-apiserver and kube-scheduler}"
@@ -100,6 +101,7 @@ run() { # round config
   [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
   echo "$1 $2 $N $((2 * N)) $(echo "$end - $start" | bc)"
   echo "  cpu $(cpu_delta "$before" "$(cpu_seconds "$run_dir")")"
+  [[ -n "$rota_pid" ]] && echo "  rota peak memory $(awk '/VmHWM/ {print $2, $3}' "/proc/$rota_pid/status")"
   [[ -n "${WATCH:-}" ]] && echo "  watch $WATCH $(stat -c %s "$run_dir/watch.out") bytes"
   if [[ -n "${KEEP:-}" ]]; then # the metrics of the run, beside its logs
     [[ -n "$rota_pid" ]] && curl -fs "http://127.0.0.1:$ROTA_PORT/metrics" >"$run_dir/rota.metrics" || true
