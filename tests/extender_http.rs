@@ -190,7 +190,10 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
     // clock reads between the two).
     let cpu = value(r#"rota_extender_cpu_seconds_total{verb="filter"}"#);
     let took = value(r#"rota_extender_request_duration_seconds_sum{verb="filter"}"#);
-    assert!(cpu > 0.0 && cpu <= took + 0.001, "cpu {cpu} s, took {took} s");
+    assert!(
+        cpu > 0.0 && cpu <= took + 0.001,
+        "cpu {cpu} s, took {took} s"
+    );
     // Every answer is counted, the transport's own (413) and unknown paths (bounded label).
     for series in [
         r#"rota_extender_requests_total{code="413",verb="filter"} 1"#,
