@@ -8,7 +8,8 @@
 //! Only this module reads `SystemTime::now` (`tests/purity.rs` checks it). Code that must be
 //! testable against a virtual clock takes a [`Clock`] (the Lease elector, the rotation loop and
 //! its actuators); the rest reads [`now`]. The policy core and the simulator never read a
-//! clock: their callers pass `now` in, as f64 Unix seconds made by [`seconds`].
+//! clock: their callers pass `now` in, as f64 Unix seconds made by [`seconds`]. The extender
+//! also reads its thread's CPU clock ([`thread_cpu_seconds`]) for a metric, never for time.
 //! Must not: read a monotonic clock for wall time, or be read from `core` or `sim`.
 
 use std::sync::Arc;

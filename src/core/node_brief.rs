@@ -5,9 +5,10 @@
 //! maps), so at 5,000 nodes every candidate cost several cache misses: measured as the largest
 //! part of rota's time inside a real kube-scheduler burst. A [`NodeBrief`] holds the same facts
 //! in one fixed-size record, under a [`NodeKey`] that keeps short names inline, so a lookup
-//! touches one table entry, aligned to a cache line (unaligned, most entries straddle two). [`ClusterSnapshot`](super::ClusterSnapshot) keeps both in step on
-//! every node, pod and telemetry event; anything a brief cannot hold (telemetry, a fifth GPU
-//! resource) sends the verb to the full node, so answers never depend on which path ran.
+//! touches one table entry, aligned to a cache line (unaligned, most entries straddle two).
+//! [`ClusterSnapshot`](super::ClusterSnapshot) keeps both in step on every node, pod and
+//! telemetry event; anything a brief cannot hold (telemetry, a fifth GPU resource) sends the
+//! verb to the full node, so answers never depend on which path ran.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};

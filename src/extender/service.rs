@@ -10,11 +10,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::clock::thread_cpu_seconds;
-
 use hyper::{Method, StatusCode};
 use prometheus::Registry;
 
+use crate::clock::thread_cpu_seconds;
 use crate::config::ValidConfig;
 use crate::http::{self, Handler, Request, Response};
 use crate::metrics::{self, ExtenderMetrics};
