@@ -24,7 +24,7 @@ pub const SLOTS: usize = 4;
 /// Longest name kept inline: the key is then 24 bytes, and a key with its brief one cache line.
 const INLINE: usize = 22;
 
-/// A node name: inline up to [`INLINE`] bytes, else on the heap. Hashes and compares as the
+/// A node name: inline up to 22 bytes, else on the heap. Hashes and compares as the
 /// bytes it holds, so maps keyed by it are searched with `name.as_bytes()` (no UTF-8 check per
 /// comparison, as `&str` keys would need).
 #[derive(Clone)]
@@ -96,7 +96,7 @@ impl std::fmt::Debug for NodeKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeBrief {
     /// The node's hardware kind (GPU product and memory), an index into
-    /// [`BriefIndex::hardware`]: placement rules judge each kind once.
+    /// the hardware kinds of [`BriefIndex`]: placement rules judge each kind once.
     pub hardware: u32,
     /// The node has a telemetry summary: health and scoring read the full node.
     pub telemetry: bool,
