@@ -376,11 +376,10 @@ impl Workloads {
         self.reserved.get(resource).copied().unwrap_or(0)
     }
 
-    /// Free GPUs per resource minus reservations: what the gate may hand out.
+    /// [`admissible`](Self::admissible) for every resource with free GPUs.
     pub fn free_for_admission(&self) -> GpuCounts {
-        self.free
-            .iter()
-            .map(|(r, &f)| (r.clone(), f.saturating_sub(self.reserved(r))))
+        (self.free.keys())
+            .map(|r| (r.clone(), self.admissible(r)))
             .collect()
     }
 
