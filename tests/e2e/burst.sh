@@ -11,10 +11,13 @@
 #   rota       rota as extender, watching the cluster (default config)
 #   rota-filter  rota as filter-only extender, GPUs packed in-tree (NodeResourcesFit
 #              MostAllocated): the chart's `scheduler.extender.prioritize: false` profile
+#   none-packed  no extender, GPUs packed in-tree as in rota-filter: what packing itself
+#              costs kube-scheduler (full nodes to pass over), apart from any extender
 # Usage: BIN_DIR=DIR ROTA=target/release/rota N=2000 ROUNDS=2 tests/e2e/burst.sh
 # Prints one line per run: `round config nodes pods seconds`, then the CPU-seconds each process
-# used during the burst (`cpu apiserver=… etcd=… scheduler=… rota=…`) and rota's peak resident
-# memory.
+# used during the burst (`cpu apiserver=… etcd=… scheduler=… rota=… steal=…`, steal being the
+# machine's CPU time taken by its hypervisor), how the pods lie (`spread`: nodes used, full
+# nodes) and rota's peak resident memory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${BIN_DIR:?set BIN_DIR to the folder holding kube-apiserver and kube-scheduler}"
@@ -55,7 +58,7 @@ run() { # round config
   export RUN_DIR=$run_dir WITH_SCHEDULER=0 WITH_KCM=0 KUBECONFIG=$run_dir/admin.kubeconfig
   bash "$CP/up.sh" >"$run_dir/up.log" 2>&1 || { cat "$run_dir/up.log"; return 1; }
   python3 "$HERE/burst_objects.py" create "$N"
-  if [[ "$2" != none ]]; then
+  if [[ "$2" != none* ]]; then
     kubectl create namespace rota-system >/dev/null
     local mode=kube; [[ "$2" == rota-none ]] && mode=none
     if curl -fs "http://127.0.0.1:$ROTA_PORT/healthz" >/dev/null 2>&1; then
@@ -81,9 +84,10 @@ run() { # round config
       "$(awk '/server:/ {print $2}' "$KUBECONFIG")/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion=$rv" >"$run_dir/watch.out" &
     watch_pid=$!
   fi
-  local before perf_pid=""; before=$(cpu_seconds "$run_dir")
-  # PERF=1: a flat CPU profile of rota during the burst ($run_dir/perf.data, with KEEP=1).
-  if [[ -n "${PERF:-}" && -n "$rota_pid" ]]; then
+  local before steal_before perf_pid=""; before=$(cpu_seconds "$run_dir") steal_before=$(steal)
+  # PERF=1 (or rota): a flat CPU profile of rota during the burst ($run_dir/perf.data, with
+  # KEEP=1); PERF=scheduler profiles kube-scheduler instead.
+  if [[ "${PERF:-}" == 1 || "${PERF:-}" == rota ]] && [[ -n "$rota_pid" ]]; then
     perf record -F 499 -p "$rota_pid" -o "$run_dir/perf.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi
@@ -93,6 +97,10 @@ run() { # round config
     --authorization-kubeconfig="$run_dir/scheduler.kubeconfig" \
     --cert-dir="$run_dir/scheduler-certs" --v=1 >"$run_dir/kube-scheduler.log" 2>&1 &
   sched_pid=$!
+  if [[ "${PERF:-}" == scheduler ]]; then
+    perf record -F 499 -p "$sched_pid" -o "$run_dir/perf.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   while [[ $(python3 "$HERE/burst_objects.py" unbound) != 0 ]]; do
     sleep 0.5
     (( $(date +%s) - ${start%.*} < ${LIMIT_S:-900} )) || { echo "$1 $2: not all bound after ${LIMIT_S:-900} s" >&2; return 1; }
@@ -100,7 +108,8 @@ run() { # round config
   end=$(date +%s.%N)
   [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
   echo "$1 $2 $N $((2 * N)) $(echo "$end - $start" | bc)"
-  echo "  cpu $(cpu_delta "$before" "$(cpu_seconds "$run_dir")")"
+  echo "  cpu $(cpu_delta "$before" "$(cpu_seconds "$run_dir")") steal=$(steal_since "$steal_before")"
+  echo "  spread $(python3 "$HERE/burst_objects.py" spread)"
   [[ -n "$rota_pid" ]] && echo "  rota peak memory $(awk '/VmHWM/ {print $2, $3}' "/proc/$rota_pid/status")"
   [[ -n "${WATCH:-}" ]] && echo "  watch $WATCH $(stat -c %s "$run_dir/watch.out") bytes"
   if [[ -n "${KEEP:-}" ]]; then # the metrics of the run, beside its logs
@@ -130,6 +139,11 @@ cpu_seconds() { # run_dir
   done
 }
 
+# CPU time the hypervisor gave to others while this machine wanted it (all CPUs, /proc/stat):
+# a run with seconds of steal ran on a slower machine than its neighbours.
+steal() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", $9 / hz}' /proc/stat; }
+steal_since() { echo "$(steal) - $1" | bc; }
+
 cpu_delta() { # before after
   python3 -c 'import sys
 b = dict(kv.split("=") for kv in sys.argv[1].split())
@@ -150,7 +164,7 @@ leaderElection:
 $([[ -n "${PCT:-}" ]] && echo "percentageOfNodesToScore: $PCT")
 YAML
   [[ "$2" == none ]] && return
-  [[ "$2" == rota-filter ]] && cat <<YAML
+  [[ "$2" == rota-filter || "$2" == none-packed ]] && cat <<YAML
 profiles:
 - schedulerName: default-scheduler
   pluginConfig:
@@ -162,6 +176,7 @@ profiles:
         - name: nvidia.com/gpu
           weight: 1
 YAML
+  [[ "$2" == none-packed ]] && return
   cat <<YAML
 extenders:
 - urlPrefix: http://127.0.0.1:$ROTA_PORT

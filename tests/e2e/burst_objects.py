@@ -4,6 +4,8 @@ thousands of objects).
 
   burst_objects.py create N      N 8-GPU Ready nodes, then 2N pending one-GPU pods
   burst_objects.py unbound       prints 1 while a burst pod has no spec.nodeName, else 0
+  burst_objects.py spread        how the bound burst pods lie: nodes used, most on one node,
+                                 nodes with all 8 GPUs taken (packing leaves whole nodes free)
 
 Reads the server and bearer token from $KUBECONFIG (the admin kubeconfig of up.sh).
 """
@@ -13,6 +15,7 @@ import os
 import re
 import ssl
 import sys
+import urllib.parse
 import urllib.request
 
 CONFIG = open(os.environ["KUBECONFIG"]).read()
@@ -71,8 +74,25 @@ def unbound():
     return 1 if items else 0
 
 
+def spread():
+    per_node = {}
+    path = "/api/v1/namespaces/default/pods?labelSelector=app%3Dburst&limit=5000"
+    while path:
+        page = call("GET", path)
+        for item in page["items"]:
+            node = item["spec"].get("nodeName")
+            if node:
+                per_node[node] = per_node.get(node, 0) + 1
+        token = page["metadata"].get("continue")
+        path = token and f"/api/v1/namespaces/default/pods?labelSelector=app%3Dburst&limit=5000&continue={urllib.parse.quote(token)}"
+    full = sum(1 for n in per_node.values() if n >= 8)
+    return f"{len(per_node)} nodes used, at most {max(per_node.values(), default=0)} pods on one, {full} full"
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "create":
         create(int(sys.argv[2]))
+    elif sys.argv[1] == "spread":
+        print(spread())
     else:
         print(unbound())
