@@ -88,7 +88,8 @@ run() { # round config
   fi
   local before steal_before perf_pid=""; before=$(cpu_seconds "$run_dir") steal_before=$(steal)
   # PERF=1 (or rota): a flat CPU profile of rota during the burst ($run_dir/perf.data, with
-  # KEEP=1); PERF=scheduler profiles kube-scheduler instead.
+  # KEEP=1); PERF=scheduler profiles kube-scheduler instead, with call stacks (Go keeps frame
+  # pointers).
   if [[ "${PERF:-}" == 1 || "${PERF:-}" == rota ]] && [[ -n "$rota_pid" ]]; then
     perf record -F 499 -p "$rota_pid" -o "$run_dir/perf.data" >/dev/null 2>&1 &
     perf_pid=$!
@@ -100,7 +101,7 @@ run() { # round config
     --cert-dir="$run_dir/scheduler-certs" --v=1 >"$run_dir/kube-scheduler.log" 2>&1 &
   sched_pid=$!
   if [[ "${PERF:-}" == scheduler ]]; then
-    perf record -F 499 -p "$sched_pid" -o "$run_dir/perf.data" >/dev/null 2>&1 &
+    perf record -F 499 -g -p "$sched_pid" -o "$run_dir/perf.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   if [[ -n "${POLL:-}" ]]; then # the earlier sessions' way: ask for an unbound pod twice a second
