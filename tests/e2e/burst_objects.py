@@ -26,14 +26,23 @@ TOKEN = re.search(r"token: (\S+)", CONFIG).group(1)
 TLS = ssl.create_default_context()
 TLS.check_hostname = False
 TLS.verify_mode = ssl.CERT_NONE
+GPUS_PER_NODE = 8
+PODS = "/api/v1/namespaces/default/pods"
+BURST = "labelSelector=app%3Dburst"
 
 
-def call(method, path, body=None, content="application/json"):
+def request(method, path, body=None, content="application/json"):
+    """An authorized request to the API server."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(SERVER + path, data=data, method=method)
     req.add_header("Authorization", "Bearer " + TOKEN)
     req.add_header("Content-Type", content)
-    with urllib.request.urlopen(req, context=TLS, timeout=60) as resp:
+    return req
+
+
+def call(method, path, body=None, content="application/json"):
+    with urllib.request.urlopen(request(method, path, body, content), context=TLS,
+                                timeout=60) as resp:
         return json.loads(resp.read() or b"{}")
 
 
@@ -43,7 +52,8 @@ def node(i):
         "metadata": {"name": name, "labels": {
             "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81920"}},
         "spec": {}})
-    resources = {"nvidia.com/gpu": "8", "cpu": "64", "memory": "512Gi", "pods": "110"}
+    resources = {"nvidia.com/gpu": str(GPUS_PER_NODE), "cpu": "64", "memory": "512Gi",
+                 "pods": "110"}
     call("PATCH", f"/api/v1/nodes/{name}/status", {"status": {
         "capacity": resources, "allocatable": resources,
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
@@ -56,7 +66,7 @@ def node(i):
 
 
 def pod(i):
-    call("POST", "/api/v1/namespaces/default/pods", {
+    call("POST", PODS, {
         "metadata": {"name": f"burst-{i}", "labels": {"app": "burst"}},
         "spec": {"containers": [{"name": "main", "image": "registry.invalid/none:0",
                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
@@ -73,26 +83,23 @@ def wait_bound(limit_s):
     whenever it starts); fails after limit_s seconds. A watch costs the API server one event per
     bind, where polling for unbound pods would cost it a scan of the bound ones each time."""
     deadline = time.monotonic() + limit_s
-    selector = "labelSelector=app%3Dburst"
     while True:
-        listed = call("GET", f"/api/v1/namespaces/default/pods?{selector}")
+        listed = call("GET", f"{PODS}?{BURST}")
         unbound = {p["metadata"]["name"] for p in listed["items"]
                    if not p["spec"].get("nodeName")}
         if not unbound:
             return
         version = listed["metadata"]["resourceVersion"]
-        path = f"/api/v1/namespaces/default/pods?{selector}&watch=1&resourceVersion={version}"
-        req = urllib.request.Request(SERVER + path)
-        req.add_header("Authorization", "Bearer " + TOKEN)
+        watch = request("GET", f"{PODS}?{BURST}&watch=1&resourceVersion={version}")
         try:
-            with urllib.request.urlopen(req, context=TLS, timeout=limit_s) as stream:
+            with urllib.request.urlopen(watch, context=TLS, timeout=limit_s) as stream:
                 for line in stream:
                     event = json.loads(line)
                     if event["type"] == "ERROR":
                         break  # e.g. 410 Gone: list again
-                    pod = event["object"]
-                    if event["type"] == "DELETED" or pod["spec"].get("nodeName"):
-                        unbound.discard(pod["metadata"]["name"])
+                    changed = event["object"]
+                    if event["type"] == "DELETED" or changed["spec"].get("nodeName"):
+                        unbound.discard(changed["metadata"]["name"])
                     if not unbound:
                         return
                     if time.monotonic() > deadline:
@@ -108,14 +115,13 @@ def unbound():
     pod at most is sent back: the API server reads the pods from etcd page by page until one
     matches, and late in a burst thousands of bound pods come first in key order (measured
     with 9,999 of 10,000 bound: 0.4 CPU-seconds of kube-apiserver and 0.1 of etcd per call)."""
-    query = "labelSelector=app%3Dburst&fieldSelector=spec.nodeName%3D&limit=1"
-    items = call("GET", "/api/v1/namespaces/default/pods?" + query)["items"]
+    items = call("GET", f"{PODS}?{BURST}&fieldSelector=spec.nodeName%3D&limit=1")["items"]
     return 1 if items else 0
 
 
 def spread():
     per_node = {}
-    base = "/api/v1/namespaces/default/pods?labelSelector=app%3Dburst&limit=5000"
+    base = f"{PODS}?{BURST}&limit=5000"
     path = base
     while path:
         page = call("GET", path)
@@ -126,7 +132,7 @@ def spread():
         token = page["metadata"].get("continue")
         path = token and f"{base}&continue={urllib.parse.quote(token)}"
     most = max(per_node.values(), default=0)
-    full = sum(1 for n in per_node.values() if n >= 8)
+    full = sum(1 for n in per_node.values() if n >= GPUS_PER_NODE)
     return f"{len(per_node)} nodes used, at most {most} pods on one, {full} full"
 
 
